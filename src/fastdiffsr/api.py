@@ -1,0 +1,139 @@
+"""The Python API: ``upscale(image, model=...)`` on pictures, arrays, PIL images or paths."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+
+from .imageio import Picture, picture_to_tensor, read_image, tensor_to_pixels
+from .resize import imresize
+from .tiling import tiled_apply
+from .upscaler import Upscaler
+from .zoo import DEFAULT_MODEL, load_model
+
+ImageLike = Picture | np.ndarray | Image.Image | str | os.PathLike
+
+
+@dataclass(frozen=True)
+class UpscaleOptions:
+    outscale: float | None = None  # final scale; None: the model's own
+    tile: int | None = None  # LR tile side; None: chosen from ``memory_budget``
+    tile_overlap: int | None = None  # None: the model's own requirement
+    batch_tiles: int = 4  # tiles per forward call
+    steps: int | None = None  # diffusion steps; None: the model's default
+    seed: int = 0
+    memory_budget: int = 2 * 1024**3  # bytes of activations per forward call
+
+
+DEFAULTS = UpscaleOptions()
+
+
+def upscale_tensor(
+    model: Upscaler, lr: Tensor, opts: UpscaleOptions = DEFAULTS,
+    progress: Callable[[int, int], None] | None = None,
+) -> Tensor:
+    """[1, 3, H, W] in [0, 1] -> [1, 3, sH, sW] with per-image preparation then tiling."""
+    h, w = lr.shape[-2:]
+    x = _pad_to_requirements(lr, model.multiple_of, model.minimum)
+    overlap = model.tile_overlap if opts.tile_overlap is None else opts.tile_overlap
+    with torch.inference_mode():
+        fn = model.prepare(x, opts.steps, opts.seed)
+        y = tiled_apply(fn, x, opts.tile, overlap, model.scale, batch_size=opts.batch_tiles,
+                        multiple_of=model.multiple_of,
+                        bytes_per_lr_pixel=model.bytes_per_lr_pixel,
+                        memory_budget=opts.memory_budget, progress=progress)
+    return y[..., : h * model.scale, : w * model.scale].clamp(0, 1)
+
+
+def _pad_to_requirements(x: Tensor, multiple_of: int, minimum: int) -> Tensor:
+    """Reflect-pad the bottom/right so each side is >= minimum and a multiple of multiple_of."""
+    h, w = x.shape[-2:]
+    th = max(minimum, -(-h // multiple_of) * multiple_of)
+    tw = max(minimum, -(-w // multiple_of) * multiple_of)
+    if (th, tw) == (h, w):
+        return x
+    mode = "reflect" if th - h < h and tw - w < w else "replicate"
+    return F.pad(x, (0, tw - w, 0, th - h), mode=mode)
+
+
+def upscale_picture(
+    model: Upscaler, pic: Picture, opts: UpscaleOptions = DEFAULTS,
+    progress: Callable[[int, int], None] | None = None,
+) -> Picture:
+    """Upscale colour with the model and alpha with bicubic; gray stays gray, depth is kept."""
+    device = next(iter(model.parameters()), torch.empty(0)).device
+    x = picture_to_tensor(pic.pixels).to(device)
+    if pic.is_gray:
+        x = x.expand(-1, 3, -1, -1)
+    y = upscale_tensor(model, x, opts, progress)
+    alpha = None
+    if pic.alpha is not None:
+        a = torch.from_numpy(pic.alpha)[None, None].to(device)
+        alpha = imresize(a, model.scale).clamp(0, 1)
+    if opts.outscale is not None and opts.outscale != model.scale:
+        size = (round(pic.height * opts.outscale), round(pic.width * opts.outscale))
+        y = imresize(y, size=size).clamp(0, 1)
+        alpha = None if alpha is None else imresize(alpha, size=size).clamp(0, 1)
+    if pic.is_gray:
+        y = y.mean(dim=1, keepdim=True)
+    alpha_px = None if alpha is None else alpha[0, 0].cpu().numpy()
+    return Picture(tensor_to_pixels(y.cpu()), alpha_px, pic.bit_depth)
+
+
+def upscale(
+    image: ImageLike, model: str | Upscaler = DEFAULT_MODEL, *, device: str = "cpu",
+    **options,
+) -> Picture | np.ndarray | Image.Image:
+    """Upscale one image; returns the same kind it was given (a path gives a ``Picture``).
+
+    ``options`` are the fields of ``UpscaleOptions`` (outscale, tile, tile_overlap, batch_tiles,
+    steps, seed, memory_budget). Arrays are H x W (x C) uint8, uint16 or float in [0, 1].
+    """
+    net = load_model(model, device) if isinstance(model, str) else model
+    opts = UpscaleOptions(**options)
+    if isinstance(image, Picture):
+        return upscale_picture(net, image, opts)
+    if isinstance(image, Image.Image):
+        return _to_pil(upscale_picture(net, _from_array(np.asarray(image)), opts), image.mode)
+    if isinstance(image, np.ndarray):
+        out = upscale_picture(net, _from_array(image), opts)
+        return _to_array(out, image.dtype, image.ndim)
+    return upscale_picture(net, read_image(Path(image)), opts)
+
+
+def _from_array(arr: np.ndarray) -> Picture:
+    """uint8 / uint16 / float array (H x W, H x W x 1, 2, 3 or 4) -> Picture."""
+    depth = 16 if arr.dtype == np.uint16 else 8
+    px = arr.astype(np.float32) / {np.dtype(np.uint8): 255, np.dtype(np.uint16): 65535}.get(
+        arr.dtype, 1
+    )
+    if px.ndim == 2:
+        px = px[..., None]
+    alpha = None
+    if px.shape[2] in (2, 4):
+        px, alpha = px[..., :-1], px[..., -1]
+    return Picture(np.clip(px, 0, 1), alpha, depth)
+
+
+def _to_array(pic: Picture, dtype: np.dtype, ndim: int) -> np.ndarray:
+    px = pic.pixels if pic.alpha is None else np.concatenate([pic.pixels, pic.alpha[..., None]], 2)
+    if ndim == 2:
+        px = px[..., 0]
+    if dtype == np.uint8:
+        return np.round(px * 255).astype(np.uint8)
+    if dtype == np.uint16:
+        return np.round(px * 65535).astype(np.uint16)
+    return px.astype(dtype)
+
+
+def _to_pil(pic: Picture, mode: str) -> Image.Image:
+    arr = _to_array(pic, np.dtype(np.uint8), 2 if pic.is_gray and pic.alpha is None else 3)
+    return Image.fromarray(arr).convert(mode) if mode in ("P", "1") else Image.fromarray(arr)

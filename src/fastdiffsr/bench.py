@@ -1,0 +1,99 @@
+"""Speed and memory: latency of whole upscales, sampled peak RSS, FLOPs, achieved GFLOP/s."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import threading
+import time
+from dataclasses import dataclass
+
+import torch
+
+from .api import DEFAULTS, UpscaleOptions, upscale_tensor
+from .upscaler import Upscaler, count_params, measure_flops
+
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process (Linux /proc)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * _PAGE
+
+
+class PeakRSS:
+    """Context manager sampling RSS every millisecond; ``peak`` is the rise above the start."""
+
+    def __init__(self, interval: float = 1e-3):
+        self.interval, self.peak = interval, 0
+        self._stop = threading.Event()
+
+    def __enter__(self) -> PeakRSS:
+        self._base = rss_bytes()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, rss_bytes() - self._base)
+            time.sleep(self.interval)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_bytes() - self._base)
+
+
+def matmul_gflops(n: int = 1024, repeats: int = 10) -> float:
+    """This machine's measured float32 matmul rate (GFLOP/s), the floor's denominator."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n**3 * repeats / (time.perf_counter() - t0) / 1e9
+
+
+@dataclass(frozen=True)
+class Timing:
+    lr_side: int
+    latency_s: float  # median over repeats
+    peak_mem_mb: float
+    flops: int
+
+    @property
+    def gflops_per_s(self) -> float:
+        return self.flops / self.latency_s / 1e9
+
+
+def time_upscale(model: Upscaler, lr_side: int, repeats: int = 5,
+                 opts: UpscaleOptions = DEFAULTS) -> Timing:
+    """Median latency of ``upscale_tensor`` on a random lr_side^2 image (after one warm-up)."""
+    device = next(iter(model.parameters()), torch.empty(0)).device
+    x = torch.rand(1, 3, lr_side, lr_side, device=device)
+    with PeakRSS() as mem:
+        upscale_tensor(model, x, opts)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        upscale_tensor(model, x, opts)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    flops = measure_flops(lambda: upscale_tensor(model, x, opts))
+    return Timing(lr_side, statistics.median(times), mem.peak / 2**20, flops)
+
+
+def bench_table(name: str, model: Upscaler, timings: list[Timing], threads: int,
+                matmul: float) -> str:
+    rows = [f"`{name}`: {count_params(model):,} params, {threads} threads, matmul floor "
+            f"{matmul:.0f} GFLOP/s", "",
+            "| input -> output | latency (ms) | peak RSS rise (MB) | GFLOPs | achieved GFLOP/s |",
+            "| --- | ---: | ---: | ---: | ---: |"]
+    for t in timings:
+        side = t.lr_side * model.scale
+        rows.append(f"| {t.lr_side}->{side} | {t.latency_s * 1e3:.1f} | {t.peak_mem_mb:.0f} | "
+                    f"{t.flops / 1e9:.2f} | {t.gflops_per_s:.1f} |")
+    return "\n".join(rows)

@@ -1,0 +1,124 @@
+"""What the CLI subcommands do, given their parsed arguments."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from .api import UpscaleOptions, upscale_picture
+from .bench import bench_table, matmul_gflops, time_upscale
+from .evaluation import evaluate_set, format_table, model_cost, write_report
+from .imageio import Picture, is_image_file, read_image, write_image
+from .zoo import available_models, load_model, model_provenance, resolve
+
+
+def _options(args) -> UpscaleOptions:
+    return UpscaleOptions(
+        outscale=getattr(args, "outscale", None), tile=getattr(args, "tile", None),
+        tile_overlap=getattr(args, "tile_overlap", None), steps=args.steps,
+        seed=getattr(args, "seed", 0),
+    )
+
+
+def input_files(path: Path) -> list[Path]:
+    """A single file, or the image files directly inside a folder (sorted)."""
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.is_file() and is_image_file(p))
+    if not path.exists():
+        raise FileNotFoundError(f"input not found: {path}")
+    return [path]
+
+
+def output_path(src: Path, out_dir: Path, pic: Picture, ext: str, suffix: str) -> Path:
+    """``<stem>_<suffix>.<ext>``; 'auto' keeps the input's format, but 16-bit goes to PNG."""
+    if ext == "auto":
+        ext = src.suffix.lower().lstrip(".")
+        if pic.bit_depth == 16 and ext not in ("png", "tif", "tiff"):
+            ext = "png"
+    stem = f"{src.stem}_{suffix}" if suffix else src.stem
+    return out_dir / f"{stem}.{ext}"
+
+
+def upscale_files(args) -> int:
+    """Upscale every input; a failing file is reported and skipped; exit 1 if any failed."""
+    model = load_model(args.model, args.device)
+    opts = _options(args)
+    files = input_files(args.input)
+    failures: list[tuple[Path, str]] = []
+    bar = tqdm(files, unit="img", desc="upscale", disable=len(files) < 2)
+    for src in bar:
+        try:
+            pic = read_image(src)
+            tiles = tqdm(unit="tile", desc=src.name, leave=False)
+            out = upscale_picture(model, pic, opts, progress=_tile_progress(tiles))
+            tiles.close()
+            dst = write_image(output_path(src, args.output, pic, args.ext, args.suffix), out)
+            bar.write(f"{src} -> {dst}")
+        except Exception as e:  # report, skip, keep going; the exit code says it failed
+            failures.append((src, f"{type(e).__name__}: {e}"))
+            bar.write(f"FAILED {src}: {type(e).__name__}: {e}", file=sys.stderr)
+    if failures:
+        print(f"{len(failures)} of {len(files)} file(s) failed:", file=sys.stderr)
+        for src, why in failures:
+            print(f"  {src}: {why}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _tile_progress(bar: tqdm):
+    def update(done: int, total: int) -> None:
+        if total > 1:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+    return update
+
+
+def evaluate(args) -> int:
+    """Scores per set, printed as a table; a Markdown report with crops under --report."""
+    model = load_model(args.model, args.device, deploy=not args.unfused)
+    if model.scale != args.scale:
+        raise SystemExit(f"model '{args.model}' is x{model.scale}, not x{args.scale}")
+    opts = _options(args)
+    results, strips = [], {}
+    for name in [s.strip() for s in args.sets.split(",") if s.strip()]:
+        result, strip = evaluate_set(model, args.data, name, opts)
+        results.append(result)
+        strips[name] = strip
+    cost = model_cost(model, 128, opts)
+    print(format_table(results, cost))
+    if args.report:
+        settings = {"scale": args.scale, "steps": args.steps, "seed": args.seed,
+                    "form": "unfused" if args.unfused else "deploy",
+                    "threads": torch.get_num_threads()}
+        path = write_report(args.report, args.model, results, cost, strips, settings)
+        print(f"report written to {path}")
+    return 0
+
+
+def bench(args) -> int:
+    """Latency / memory / FLOPs table for the given LR sizes."""
+    model = load_model(args.model, args.device, deploy=not args.unfused)
+    opts = _options(args)
+    timings = [time_upscale(model, int(s), args.repeats, opts) for s in args.sizes.split(",")]
+    print(bench_table(args.model, model, timings, torch.get_num_threads(), matmul_gflops()))
+    return 0
+
+
+def list_models() -> int:
+    """Name, method, scale, params, file size and recorded scores of each shipped model."""
+    print("| name | method | scale | params | file | Set5 / Set14 / B100 PSNR-Y |")
+    print("| --- | --- | ---: | ---: | ---: | --- |")
+    for name in available_models():
+        model = load_model(name)
+        scores = model_provenance(name).get("scores", {})
+        text = " / ".join(f"{scores[s]['psnr']:.2f}" for s in ("Set5", "Set14", "B100")
+                          if s in scores) or "-"
+        size = resolve(name).stat().st_size
+        print(f"| {name} | {model.method} | x{model.scale} | "
+              f"{sum(p.numel() for p in model.parameters()):,} | {size / 1024:.1f} KiB | {text} |")
+    return 0

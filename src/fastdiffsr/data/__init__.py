@@ -1,0 +1,1 @@
+"""Datasets: HR folders with on-the-fly LR, paired benchmark folders."""

@@ -1,0 +1,1 @@
+"""Diffusion core: schedules (pure functions -> tensors) and sampler steps (free functions)."""

@@ -1,0 +1,240 @@
+"""One training stage, read top to bottom: data, AdamW, warm-up + cosine, clipping, EMA,
+validation, checkpoint/exact resume, JSONL log and a PNG plot; DDP under ``torchrun``.
+
+A stage module is an ``nn.Module`` with ``forward(lr, hr) -> (loss, logs)`` and
+``validation_sr(lr) -> sr``. Randomness inside a step (e.g. diffusion noise) comes from the global
+torch RNG, reseeded at every step from (seed, step, rank): the checkpointed step therefore fixes
+the RNG state, and a resumed run repeats an uninterrupted one exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from ..data.datasets import HRPatches, PatchSpec, StepSampler, list_images, load_pair, split_holdout
+from ..metrics import psnr_y
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 1000
+    batch_size: int = 16  # per process
+    lr_patch: int = 48  # LR crop side
+    lr: float = 5e-4
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.99)
+    warmup: int = 100
+    min_lr_ratio: float = 0.01
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    val_every: int = 500
+    checkpoint_every: int = 200
+    log_every: int = 20
+    seed: int = 0
+    workers: int = 1
+    data: str = "../shared/data/train"
+    holdout: int = 5  # images held out of ``data`` for validation
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: torch.device) -> DistInfo:
+    """Join the process group when launched by torchrun (gloo on CPU, nccl on CUDA)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return DistInfo()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return DistInfo(dist.get_rank(), dist.get_world_size())
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up to 1, then cosine decay to ``min_lr_ratio`` at ``cfg.steps``."""
+    if step < cfg.warmup:
+        return (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * model, for trainable parameters; buffers copied."""
+    for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
+        if pm.requires_grad:
+            pe.lerp_(pm, 1 - decay)
+    for be, bm in zip(ema.buffers(), model.buffers(), strict=True):
+        be.copy_(bm)
+
+
+@torch.no_grad()
+def validate(module: nn.Module, pairs: list[tuple[Tensor, Tensor]], scale: int) -> float:
+    """Mean PSNR-Y (the eval protocol) of ``module.validation_sr`` over held-out pairs."""
+    module.eval()
+    scores = [psnr_y(module.validation_sr(lr, hr), hr, scale).item() for lr, hr in pairs]
+    module.train()
+    return sum(scores) / len(scores)
+
+
+class Checkpoint:
+    """``last.ckpt`` in a stage folder: tensors and plain values only (loaded weights_only)."""
+
+    def __init__(self, folder: Path):
+        self.path = folder / "last.ckpt"
+
+    def save(self, step: int, model: nn.Module, ema: nn.Module, opt, sched) -> None:
+        state = {
+            "step": step,
+            "model": model.state_dict(),
+            "ema": ema.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+        }
+        tmp = self.path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self.path)
+
+    def load(self, model: nn.Module, ema: nn.Module, opt, sched, device) -> int:
+        state = torch.load(self.path, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        return int(state["step"])
+
+
+class RunLog:
+    """Append-only JSONL log plus a PNG plot of loss and validation PSNR."""
+
+    def __init__(self, folder: Path):
+        self.path, self.plot_path = folder / "log.jsonl", folder / "curves.png"
+
+    def write(self, record: dict) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def plot(self) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        rows = [json.loads(line) for line in self.path.read_text().splitlines()]
+        train = [r for r in rows if "loss" in r]
+        val = [r for r in rows if "val_psnr" in r]
+        fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+        a.plot([r["step"] for r in train], [r["loss"] for r in train])
+        a.set(xlabel="step", ylabel="loss", yscale="log", title="training loss")
+        b.plot([r["step"] for r in val], [r["val_psnr"] for r in val], "o-")
+        b.set(xlabel="step", ylabel="PSNR-Y (dB)", title="held-out validation")
+        fig.tight_layout()
+        fig.savefig(self.plot_path)
+        plt.close(fig)
+
+
+def stage_weights(out: Path, stage: str) -> Path:
+    """Where a finished stage's EMA weights live; the next stage and the export read them."""
+    return out / stage / "model.safetensors"
+
+
+def save_stage(module: nn.Module, out: Path, stage: str) -> None:
+    """Write a stage's weights as safetensors (never a pickle)."""
+    from safetensors.torch import save_file
+
+    state = {k: v.contiguous() for k, v in module.state_dict().items()}
+    save_file(state, stage_weights(out, stage))
+
+
+def train_stage(
+    make_module: Callable[[], nn.Module],
+    cfg: TrainConfig,
+    scale: int,
+    folder: Path,
+    device: torch.device,
+    resume: bool = False,
+    stop_at: int | None = None,
+) -> nn.Module:
+    """Train one stage into ``folder``; returns the EMA module (rank 0 writes files)."""
+    info = init_distributed(device)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    model = make_module().to(device)
+    ema = copy.deepcopy(model).requires_grad_(False)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
+    ckpt, log = Checkpoint(folder), RunLog(folder)
+    start = ckpt.load(model, ema, opt, sched, device) if resume and ckpt.path.exists() else 0
+    wrapped = DistributedDataParallel(model) if info.world > 1 else model
+
+    files, held_out = split_holdout(list_images(cfg.data), cfg.holdout)
+    val_pairs = [tuple(t.to(device) for t in load_pair(f, None, scale)) for f in held_out]
+    data = HRPatches(files, PatchSpec(cfg.lr_patch, scale, cfg.seed))
+    if info.main:
+        log.write({"step": start, "train_images": len(data.files), "skipped_small": data.skipped,
+                   "held_out": [str(f) for f in held_out], "world_size": info.world})
+    sampler = StepSampler(start, cfg.steps, cfg.batch_size, info.rank, info.world)
+    loader = DataLoader(data, cfg.batch_size, sampler=sampler, num_workers=cfg.workers)
+
+    end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
+    bar = tqdm(total=end, initial=start, disable=not info.main, desc=folder.name, unit="step")
+    t0, step = time.time(), start
+    for lr_img, hr_img in loader:
+        if step >= end:
+            break
+        torch.manual_seed(cfg.seed + 7919 * step + 104729 * info.rank)
+        loss, logs = wrapped(lr_img.to(device), hr_img.to(device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
+        opt.step()
+        sched.step()
+        ema_update(ema, model, cfg.ema_decay)
+        step += 1
+        bar.update(1)
+        if info.main:
+            _periodic(step, end, cfg, loss, logs, grad_norm, sched, ema, val_pairs, scale, log,
+                      bar, t0)
+        if step % cfg.checkpoint_every == 0 or step == end:
+            if info.main:
+                ckpt.save(step, model, ema, opt, sched)
+            if info.world > 1:
+                dist.barrier()
+    bar.close()
+    return ema
+
+
+def _periodic(step, end, cfg, loss, logs, grad_norm, sched, ema, val_pairs, scale, log, bar, t0):
+    """Rank 0's logging and validation after a step."""
+    if step % cfg.log_every == 0 or step == end:
+        record = {"step": step, "loss": loss.item(), "lr": sched.get_last_lr()[0],
+                  "grad_norm": float(grad_norm), "time": round(time.time() - t0, 1)}
+        record.update({k: v.item() for k, v in logs.items()})
+        log.write(record)
+        bar.set_postfix(loss=f"{record['loss']:.4f}")
+    if val_pairs and (step % cfg.val_every == 0 or step == end):
+        score = validate(ema, val_pairs, scale)
+        log.write({"step": step, "val_psnr": score, "time": round(time.time() - t0, 1)})
+        bar.write(f"step {step}: held-out PSNR-Y {score:.3f} dB")
+        log.plot()

@@ -1,0 +1,45 @@
+"""Shared fixtures: the benchmark data (skipped when absent) and tiny synthetic training sets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fastdiffsr.demo import draw_scene
+from fastdiffsr.imageio import Picture, write_image
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def bench_root() -> Path:
+    root = SHARED_DATA / "bench"
+    if not (root / "Set5" / "HR").is_dir():
+        pytest.skip(f"benchmark data not found at {root} (present in CI, not on a fresh machine)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def train_folder(tmp_path_factory) -> Path:
+    """Eight 128x128 RGB PNGs cut from the demo scene plus noise: a tiny HR training set."""
+    folder = tmp_path_factory.mktemp("train")
+    scene = draw_scene(384)
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        y, x = rng.integers(0, 384 - 128, size=2)
+        crop = scene[y : y + 128, x : x + 128] + 0.03 * rng.standard_normal((128, 128, 3))
+        write_image(folder / f"img{i}.png", Picture(np.clip(crop, 0, 1).astype(np.float32)))
+    return folder
+
+
+def tiny_rdsr_toml(data: Path, batch: int = 2, steps: int = 4, workers: int = 0) -> str:
+    """A tiny two-stage RDSR config that trains in seconds on ``data``."""
+    stage = (f"steps = {steps}\nbatch_size = {batch}\nlr_patch = 8\nwarmup = 2\nval_every = 2\n"
+             f"checkpoint_every = 2\nlog_every = 1\nworkers = {workers}\nholdout = 2\n"
+             f"data = \"{data}\"\nlr = 1e-3\n")
+    return ("method = \"rdsr\"\nname = \"rdsr-tiny\"\n[model]\nchannels = 8\nblocks = 2\n"
+            "prior_dim = 8\nlpe_channels = 8\ndenoiser_width = 16\n"
+            f"[prior]\n{stage}[diffusion]\n{stage}")

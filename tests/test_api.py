@@ -1,0 +1,129 @@
+"""Tests for the Python API (``fastdiffsr.upscale`` and the package's top-level names)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import fastdiffsr
+from fastdiffsr import Picture, available_models, load_model, read_image, upscale, write_image
+from fastdiffsr.imageio import picture_to_tensor
+from fastdiffsr.resize import imresize
+from fastdiffsr.upscaler import Upscaler
+
+H, W = 30, 23
+
+
+@pytest.fixture(scope="module")
+def bicubic() -> Upscaler:
+    return load_model("bicubic")
+
+
+@pytest.fixture
+def rgb() -> np.ndarray:
+    return np.random.default_rng(0).random((H, W, 3), np.float32)
+
+
+def test_top_level_names():
+    assert fastdiffsr.__version__ == "0.1.0"
+    assert fastdiffsr.load_model is load_model and fastdiffsr.upscale is upscale
+    assert {"bicubic-x2", "bicubic-x3", "bicubic-x4"} <= set(available_models())
+    for name in fastdiffsr.__all__:
+        assert hasattr(fastdiffsr, name)
+
+
+def test_picture_in_picture_out(bicubic, rgb):
+    out = upscale(Picture(rgb), bicubic)
+    assert isinstance(out, Picture)
+    assert out.pixels.shape == (4 * H, 4 * W, 3) and out.bit_depth == 8 and out.alpha is None
+    want = imresize(picture_to_tensor(rgb), 4).clamp(0, 1)[0].permute(1, 2, 0).numpy()
+    np.testing.assert_allclose(out.pixels, want, atol=1e-6)
+
+
+def test_model_by_name(rgb):
+    assert upscale(Picture(rgb), "bicubic-x2").pixels.shape == (2 * H, 2 * W, 3)
+
+
+def test_uint8_array(bicubic, rgb):
+    arr = np.round(rgb * 255).astype(np.uint8)
+    out = upscale(arr, bicubic)
+    assert out.dtype == np.uint8 and out.shape == (4 * H, 4 * W, 3)
+
+
+def test_uint16_array(bicubic, rgb):
+    arr = np.round(rgb * 65535).astype(np.uint16)
+    out = upscale(arr, bicubic)
+    assert out.dtype == np.uint16 and out.shape == (4 * H, 4 * W, 3)
+    assert (out.astype(np.int64) % 257 != 0).any()  # full 16-bit precision, not 8-bit levels
+
+
+def test_float_array(bicubic, rgb):
+    out = upscale(rgb, bicubic)
+    assert out.dtype == np.float32 and out.shape == (4 * H, 4 * W, 3)
+    assert out.min() >= 0 and out.max() <= 1
+
+
+def test_gray_array(bicubic, rgb):
+    out = upscale(np.round(rgb[..., 0] * 255).astype(np.uint8), bicubic)
+    assert out.dtype == np.uint8 and out.shape == (4 * H, 4 * W)
+
+
+def test_rgba_array_keeps_alpha(bicubic, rgb):
+    arr = np.round(rgb * 255).astype(np.uint8)
+    arr = np.concatenate([arr, np.full((H, W, 1), 128, np.uint8)], axis=2)
+    out = upscale(arr, bicubic)
+    assert out.shape == (4 * H, 4 * W, 4)
+    assert (out[..., 3] == 128).all()  # constant alpha stays constant
+
+
+def test_pil_rgb(bicubic, rgb):
+    img = Image.fromarray(np.round(rgb * 255).astype(np.uint8), "RGB")
+    out = upscale(img, bicubic)
+    assert isinstance(out, Image.Image)
+    assert out.mode == "RGB" and out.size == (4 * W, 4 * H)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA"])
+def test_pil_other_modes(bicubic, rgb, mode):
+    img = Image.fromarray(np.round(rgb * 255).astype(np.uint8), "RGB").convert(mode)
+    out = upscale(img, bicubic)
+    assert out.mode == mode and out.size == (4 * W, 4 * H)
+
+
+def test_path(bicubic, rgb, tmp_path):
+    path = write_image(tmp_path / "in.png", Picture(rgb, None, 16))
+    out = upscale(path, bicubic)
+    assert isinstance(out, Picture)
+    assert out.pixels.shape == (4 * H, 4 * W, 3) and out.bit_depth == 16
+    assert isinstance(upscale(str(path), bicubic), Picture)
+    assert read_image(path).bit_depth == 16
+
+
+def test_outscale(bicubic, rgb):
+    out = upscale(Picture(rgb), bicubic, outscale=3.0)
+    assert out.pixels.shape == (3 * H, 3 * W, 3)
+
+
+def test_tiled_equals_untiled(bicubic, rgb):
+    # Bicubic's kernel reaches 2 LR px each side of an output pixel. Tiling gives the outermost
+    # guard = overlap // 4 LR px of each shared tile side (near-)zero weight, so the result is
+    # exact when overlap // 4 >= 2, i.e. overlap >= 8. A tile of 8 cannot be exact: the overlap
+    # is clamped to tile - 1 = 7 (guard 1; error ~1e-4), so tiles of 12 with overlap 8.
+    full = upscale(rgb, bicubic)
+    tiled = upscale(rgb, bicubic, tile=12, tile_overlap=8, batch_tiles=3)
+    np.testing.assert_allclose(tiled, full, atol=1e-5)
+
+
+def test_tiled_default_overlap_equals_untiled(bicubic, rgb):
+    np.testing.assert_allclose(upscale(rgb, bicubic, tile=12), upscale(rgb, bicubic), atol=1e-5)
+
+
+def test_unknown_option(bicubic, rgb):
+    with pytest.raises(TypeError):
+        upscale(rgb, bicubic, tile_size=8)
+
+
+def test_seed_and_steps_accepted(bicubic, rgb):
+    out = upscale(rgb, bicubic, steps=3, seed=5)
+    np.testing.assert_array_equal(out, upscale(rgb, bicubic))

@@ -1,0 +1,196 @@
+"""Tests for the ``fastdiffsr`` command, run in-process with the bicubic model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fastdiffsr import commands
+from fastdiffsr.cli import main
+from fastdiffsr.imageio import Picture, picture_to_tensor, read_image, tensor_to_pixels, write_image
+from fastdiffsr.metrics import psnr_y, quantize
+from fastdiffsr.resize import imresize
+
+H, W = 10, 12  # LR size of the test images
+
+
+@pytest.fixture(autouse=True)
+def _keep_threads():
+    """``--threads`` sets torch's global thread count; put it back after each test."""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
+def mixed_dir(tmp_path) -> Path:
+    """broken.png (random bytes), deep.png (16-bit RGB), rgba.png, gray.jpg (mode L)."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "broken.png").write_bytes(rng.bytes(200))
+    write_image(folder / "deep.png", Picture(rng.random((H, W, 3), np.float32), None, 16))
+    rgba = rng.integers(0, 256, (H, W, 4), np.uint8)
+    rgba[..., 3] = np.linspace(0, 255, W).astype(np.uint8)
+    Image.fromarray(rgba, "RGBA").save(folder / "rgba.png")
+    Image.fromarray(rng.integers(0, 256, (H, W), np.uint8), "L").save(folder / "gray.jpg")
+    (folder / "notes.txt").write_text("not an image")  # not an image suffix: ignored
+    return folder
+
+
+def _run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+# ----------------------------------------------------------------------------- upscale
+
+
+def test_upscale_folder_skips_broken_file(mixed_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, _, err = _run(capsys, "upscale", "-i", mixed_dir, "-o", out, "-n", "bicubic")
+    assert code == 1
+    assert "broken.png" in err and "1 of 4 file(s) failed" in err
+    assert sorted(p.name for p in out.iterdir()) == ["deep_out.png", "gray_out.jpg", "rgba_out.png"]
+
+    deep = read_image(out / "deep_out.png")
+    assert deep.bit_depth == 16 and deep.pixels.shape == (4 * H, 4 * W, 3)
+    levels = np.round(deep.pixels * 65535).astype(np.int64)
+    assert (levels % 257 != 0).any()  # really 16-bit, not 8-bit levels scaled up
+
+    rgba = read_image(out / "rgba_out.png")
+    assert rgba.bit_depth == 8 and rgba.pixels.shape == (4 * H, 4 * W, 3)
+    assert rgba.alpha is not None and rgba.alpha.shape == (4 * H, 4 * W)
+    assert rgba.alpha[:, 0].mean() < 0.1 < 0.9 < rgba.alpha[:, -1].mean()  # the ramp survives
+
+    gray = read_image(out / "gray_out.jpg")
+    assert gray.is_gray and gray.pixels.shape == (4 * H, 4 * W, 1)
+
+
+def test_upscale_outscale_single_file(mixed_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, _, _ = _run(capsys, "upscale", "-i", mixed_dir / "deep.png", "-o", out,
+                      "-n", "bicubic", "-s", "2")
+    assert code == 0
+    assert [p.name for p in out.iterdir()] == ["deep_out.png"]
+    pic = read_image(out / "deep_out.png")
+    assert pic.pixels.shape == (2 * H, 2 * W, 3) and pic.bit_depth == 16
+
+
+def test_upscale_ext_and_empty_suffix(mixed_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, _, _ = _run(capsys, "upscale", "-i", mixed_dir / "gray.jpg", "-o", out,
+                      "-n", "bicubic", "--ext", "png", "--suffix", "")
+    assert code == 0
+    assert [p.name for p in out.iterdir()] == ["gray.png"]
+    pic = read_image(out / "gray.png")
+    assert pic.is_gray and pic.pixels.shape == (4 * H, 4 * W, 1)
+
+
+def test_upscale_with_tiles(mixed_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, _, _ = _run(capsys, "upscale", "-i", mixed_dir / "rgba.png", "-o", out,
+                      "-n", "bicubic-x2", "--tile", "6", "--tile-overlap", "4", "--threads", "1")
+    assert code == 0
+    assert read_image(out / "rgba_out.png").alpha.shape == (2 * H, 2 * W)
+
+
+def test_upscale_missing_input_is_a_clean_error(tmp_path, capsys):
+    missing = tmp_path / "nope.png"
+    code, _, err = _run(capsys, "upscale", "-i", missing, "-o", tmp_path / "out", "-n", "bicubic")
+    assert code == 2
+    assert err.startswith("fastdiffsr: error:") and str(missing) in err
+    assert "Traceback" not in err
+
+
+def test_upscale_unknown_model_is_a_clean_error(mixed_dir, tmp_path, capsys):
+    code, _, err = _run(capsys, "upscale", "-i", mixed_dir, "-o", tmp_path / "out",
+                        "-n", "no-such-model")
+    assert code == 2 and "no-such-model" in err and "bicubic-x4" in err
+
+
+# ----------------------------------------------------------------------------- eval
+
+
+def _make_benchmark(root: Path, name: str, sizes: list[tuple[int, int]]) -> Path:
+    """``<root>/<name>/HR/*.png`` and ``LRx4/*.png`` (LR = imresize(hr, 0.25))."""
+    g = torch.Generator().manual_seed(0)
+    for i, (h, w) in enumerate(sizes):
+        hr = torch.nn.functional.avg_pool2d(torch.rand(1, 3, h, w, generator=g), 5, 1, 2)
+        lr = imresize(hr, 0.25).clamp(0, 1)
+        write_image(root / name / "HR" / f"im{i}.png", Picture(tensor_to_pixels(hr)))
+        write_image(root / name / "LRx4" / f"im{i}.png", Picture(tensor_to_pixels(lr)))
+    return root
+
+
+def _psnr_bicubic(root: Path, name: str) -> float:
+    values = []
+    for hr_path in sorted((root / name / "HR").iterdir()):
+        hr = picture_to_tensor(read_image(hr_path).pixels)
+        lr = picture_to_tensor(read_image(root / name / "LRx4" / hr_path.name).pixels)
+        values.append(psnr_y(quantize(imresize(lr, 4).clamp(0, 1)), hr, 4).item())
+    return float(np.mean(values))
+
+
+def test_eval_report(tmp_path, capsys):
+    # HR sides > 128: see test_eval_small_images for why
+    root = _make_benchmark(tmp_path / "bench", "Tiny", [(132, 136), (136, 132)])
+    report = tmp_path / "report"
+    code, out, _ = _run(capsys, "eval", "-n", "bicubic", "--data", root, "--sets", "Tiny",
+                        "--report", report, "--threads", "1")
+    assert code == 0 and "| Tiny | 2 |" in out
+    assert {p.name for p in report.iterdir()} == {
+        "report.md", "results.json", "Tiny_bicubic-model-gt.png"}
+    results = json.loads((report / "results.json").read_text())
+    assert results["model"] == "bicubic" and results["settings"]["scale"] == 4
+    (tiny,) = results["sets"]
+    assert tiny["name"] == "Tiny" and tiny["images"] == 2
+    assert tiny["psnr"] == pytest.approx(_psnr_bicubic(root, "Tiny"), abs=1e-9)
+    assert "Tiny_bicubic-model-gt.png" in (report / "report.md").read_text()
+
+
+def test_eval_small_images(tmp_path, capsys):
+    root = _make_benchmark(tmp_path / "bench", "Tiny", [(48, 56)])
+    code, out, _ = _run(capsys, "eval", "-n", "bicubic", "--data", root, "--sets", "Tiny",
+                        "--threads", "1")
+    assert code == 0 and "| Tiny | 1 |" in out
+
+
+def test_eval_missing_set_is_a_clean_error(tmp_path, capsys):
+    code, _, err = _run(capsys, "eval", "-n", "bicubic", "--data", tmp_path, "--sets", "Nope")
+    assert code == 2 and "Nope" in err and "Traceback" not in err
+
+
+def test_eval_scale_mismatch(tmp_path):
+    with pytest.raises(SystemExit, match="x2, not x4"):
+        main(["eval", "-n", "bicubic-x2", "--data", str(tmp_path), "--sets", "Tiny"])
+
+
+# ----------------------------------------------------------------------------- models, bench
+
+
+def test_models(capsys):
+    code, out, _ = _run(capsys, "models")
+    assert code == 0
+    for s in (2, 3, 4):
+        assert f"| bicubic-x{s} | bicubic | x{s} | 0 |" in out
+
+
+def test_bench(capsys, monkeypatch):
+    monkeypatch.setattr(commands, "matmul_gflops", lambda: 100.0)  # skip the 1024^3 matmuls
+    code, out, _ = _run(capsys, "bench", "-n", "bicubic", "--sizes", "16", "--repeats", "1",
+                        "--threads", "1")
+    assert code == 0
+    assert "`bicubic`" in out and "| 16->64 |" in out
+
+
+def test_no_command_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as info:
+        main([])
+    assert info.value.code == 2
