@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import platform
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -50,14 +49,13 @@ def run(config: Path, out: Path, device: torch.device, stage: str | None, resume
         if stage is None and stage_weights(out, s).exists():
             continue
         cfg = getattr(recipe, s)
-        t0 = time.time()
-        ema = train_stage(lambda s=s: method.build_stage(recipe, s, out), cfg,
+        ema, seconds = train_stage(lambda s=s: method.build_stage(recipe, s, out), cfg,
                           recipe.model.scale, out / s, device, resume, stop_at)
         if stop_at is not None and stop_at < cfg.steps:
             return None
         if info.main:
             save_stage(ema, out, s)
-            (out / s / "wall_seconds.txt").write_text(f"{time.time() - t0:.0f}\n")
+            (out / s / "wall_seconds.txt").write_text(f"{seconds:.0f}\n")
     if info.world > 1:
         dist.destroy_process_group()
     if not info.main or stages[-1] != method.STAGES[-1]:

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from ..data.datasets import HRPatches, PatchSpec, StepSampler, list_images, load_pair, split_holdout
 from ..metrics import psnr_y
+from ..resize import imresize
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,11 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def ema_decay(step: int, cfg: TrainConfig) -> float:
+    """Warmed-up EMA decay min(decay, (1 + step) / (10 + step)): early averages forget the init."""
+    return min(cfg.ema_decay, (1 + step) / (10 + step))
+
+
 @torch.no_grad()
 def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
     """ema <- decay * ema + (1 - decay) * model, for trainable parameters; buffers copied."""
@@ -97,15 +103,25 @@ def validate(module: nn.Module, pairs: list[tuple[Tensor, Tensor]], scale: int) 
     return sum(scores) / len(scores)
 
 
+def bicubic_psnr(pairs: list[tuple[Tensor, Tensor]], scale: int) -> float | None:
+    """The held-out set's bicubic PSNR-Y: the baseline the validation curve should beat."""
+    if not pairs:
+        return None
+    scores = [psnr_y(imresize(lr, scale).clamp(0, 1), hr, scale).item() for lr, hr in pairs]
+    return sum(scores) / len(scores)
+
+
 class Checkpoint:
     """``last.ckpt`` in a stage folder: tensors and plain values only (loaded weights_only)."""
 
     def __init__(self, folder: Path):
         self.path = folder / "last.ckpt"
 
-    def save(self, step: int, model: nn.Module, ema: nn.Module, opt, sched) -> None:
+    def save(self, step: int, elapsed: float, model: nn.Module, ema: nn.Module, opt,
+             sched) -> None:
         state = {
             "step": step,
+            "elapsed": elapsed,
             "model": model.state_dict(),
             "ema": ema.state_dict(),
             "optimizer": opt.state_dict(),
@@ -115,13 +131,14 @@ class Checkpoint:
         torch.save(state, tmp)
         os.replace(tmp, self.path)
 
-    def load(self, model: nn.Module, ema: nn.Module, opt, sched, device) -> int:
+    def load(self, model: nn.Module, ema: nn.Module, opt, sched, device) -> tuple[int, float]:
+        """Restore everything; returns (step, training seconds spent so far)."""
         state = torch.load(self.path, map_location=device, weights_only=True)
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
-        return int(state["step"])
+        return int(state["step"]), float(state.get("elapsed", 0.0))
 
 
 class RunLog:
@@ -174,8 +191,8 @@ def train_stage(
     device: torch.device,
     resume: bool = False,
     stop_at: int | None = None,
-) -> nn.Module:
-    """Train one stage into ``folder``; returns the EMA module (rank 0 writes files)."""
+) -> tuple[nn.Module, float]:
+    """Train one stage into ``folder``; returns (EMA module, training seconds incl. resumes)."""
     info = init_distributed(device)
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
@@ -185,7 +202,8 @@ def train_stage(
     opt = torch.optim.AdamW(trainable, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
     ckpt, log = Checkpoint(folder), RunLog(folder)
-    start = ckpt.load(model, ema, opt, sched, device) if resume and ckpt.path.exists() else 0
+    resuming = resume and ckpt.path.exists()
+    start, spent = ckpt.load(model, ema, opt, sched, device) if resuming else (0, 0.0)
     wrapped = DistributedDataParallel(model) if info.world > 1 else model
 
     files, held_out = split_holdout(list_images(cfg.data), cfg.holdout)
@@ -193,13 +211,14 @@ def train_stage(
     data = HRPatches(files, PatchSpec(cfg.lr_patch, scale, cfg.seed))
     if info.main:
         log.write({"step": start, "train_images": len(data.files), "skipped_small": data.skipped,
-                   "held_out": [str(f) for f in held_out], "world_size": info.world})
+                   "held_out": [str(f) for f in held_out], "world_size": info.world,
+                   "val_bicubic_psnr": bicubic_psnr(val_pairs, scale)})
     sampler = StepSampler(start, cfg.steps, cfg.batch_size, info.rank, info.world)
     loader = DataLoader(data, cfg.batch_size, sampler=sampler, num_workers=cfg.workers)
 
     end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
     bar = tqdm(total=end, initial=start, disable=not info.main, desc=folder.name, unit="step")
-    t0, step = time.time(), start
+    t0, step = time.time() - spent, start  # log times are training seconds across resumes
     for lr_img, hr_img in loader:
         if step >= end:
             break
@@ -210,7 +229,7 @@ def train_stage(
         grad_norm = nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
         opt.step()
         sched.step()
-        ema_update(ema, model, cfg.ema_decay)
+        ema_update(ema, model, ema_decay(step, cfg))
         step += 1
         bar.update(1)
         if info.main:
@@ -218,11 +237,11 @@ def train_stage(
                       bar, t0)
         if step % cfg.checkpoint_every == 0 or step == end:
             if info.main:
-                ckpt.save(step, model, ema, opt, sched)
+                ckpt.save(step, time.time() - t0, model, ema, opt, sched)
             if info.world > 1:
                 dist.barrier()
     bar.close()
-    return ema
+    return ema, time.time() - t0
 
 
 def _periodic(step, end, cfg, loss, logs, grad_norm, sched, ema, val_pairs, scale, log, bar, t0):
