@@ -16,7 +16,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from fastdiffsr.bench import matmul_gflops, time_upscale
+from fastdiffsr.bench import fresh_process_peak_mb, matmul_gflops, time_upscale
 from fastdiffsr.evaluation import evaluate_set
 from fastdiffsr.upscaler import count_params
 from fastdiffsr.zoo import WEIGHTS_DIR, load_model, read_metadata
@@ -34,7 +34,8 @@ def measure(path: Path, data: Path, threads: int) -> dict:
         scores[name] = {"psnr": round(r.psnr, 3), "ssim": round(r.ssim, 4), "images": r.images}
     timings = {f"{t.lr_side}->{t.lr_side * model.scale}": {
         "latency_ms": round(t.latency_s * 1e3, 1), "gflops": round(t.flops / 1e9, 2),
-        "peak_rss_mb": round(t.peak_mem_mb)} for t in (time_upscale(model, s) for s in (128, 512))}
+        "peak_rss_mb": round(fresh_process_peak_mb(str(path), t.lr_side, threads=threads))}
+        for t in (time_upscale(model, s) for s in (128, 512))}
     return {"scores": scores, "latency": {"threads": threads, "cpu": platform.processor(),
                                           "matmul_gflops": round(matmul_gflops()), **timings},
             "params_deployed": count_params(model),

@@ -40,7 +40,8 @@ def upscale_tensor(
     model: Upscaler, lr: Tensor, opts: UpscaleOptions = DEFAULTS,
     progress: Callable[[int, int], None] | None = None,
 ) -> Tensor:
-    """[1, 3, H, W] in [0, 1] -> [1, 3, sH, sW] with per-image preparation then tiling."""
+    """[1, 3, H, W] in [0, 1] -> [1, 3, sH, sW] in [0, 1] (the Upscaler contract): per-image
+    preparation, then tiling."""
     h, w = lr.shape[-2:]
     x = _pad_to_requirements(lr, model.multiple_of, model.minimum)
     overlap = model.tile_overlap if opts.tile_overlap is None else opts.tile_overlap
@@ -50,7 +51,7 @@ def upscale_tensor(
                         multiple_of=model.multiple_of,
                         bytes_per_lr_pixel=model.bytes_per_lr_pixel,
                         memory_budget=opts.memory_budget, progress=progress)
-    return y[..., : h * model.scale, : w * model.scale].clamp(0, 1)
+    return y[..., : h * model.scale, : w * model.scale]
 
 
 def _pad_to_requirements(x: Tensor, multiple_of: int, minimum: int) -> Tensor:

@@ -1,9 +1,12 @@
-"""Speed and memory: latency of whole upscales, sampled peak RSS, FLOPs, achieved GFLOP/s."""
+"""Speed and memory: latency of whole upscales, peak RSS rise (sampled every millisecond in a
+fresh process), FLOPs and achieved GFLOP/s."""
 
 from __future__ import annotations
 
 import os
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -12,6 +15,7 @@ import torch
 
 from .api import DEFAULTS, UpscaleOptions, upscale_tensor
 from .upscaler import Upscaler, count_params, measure_flops
+from .zoo import load_model
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -56,11 +60,31 @@ def matmul_gflops(n: int = 1024, repeats: int = 10) -> float:
     return 2 * n**3 * repeats / (time.perf_counter() - t0) / 1e9
 
 
+def fresh_process_peak_mb(model: str, lr_side: int, deploy: bool = True, threads: int = 2) -> float:
+    """Peak RSS rise (MB) of one upscale in a new process, so no earlier work has grown the heap.
+
+    ``model`` is a shipped name or a file path; the baseline is taken after loading it.
+    """
+    code = ("import sys; from fastdiffsr.bench import _child_peak; a = sys.argv; "
+            "print(_child_peak(a[1], int(a[2]), a[3] == '1', int(a[4])))")
+    out = subprocess.run([sys.executable, "-c", code, model, str(lr_side), str(int(deploy)),
+                          str(threads)], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def _child_peak(model: str, lr_side: int, deploy: bool, threads: int) -> float:
+    torch.set_num_threads(threads)
+    net = load_model(model, deploy=deploy)
+    x = torch.rand(1, 3, lr_side, lr_side)
+    with PeakRSS() as mem:
+        upscale_tensor(net, x)
+    return mem.peak / 2**20
+
+
 @dataclass(frozen=True)
 class Timing:
     lr_side: int
     latency_s: float  # median over repeats
-    peak_mem_mb: float
     flops: int
 
     @property
@@ -73,8 +97,7 @@ def time_upscale(model: Upscaler, lr_side: int, repeats: int = 5,
     """Median latency of ``upscale_tensor`` on a random lr_side^2 image (after one warm-up)."""
     device = next(iter(model.parameters()), torch.empty(0)).device
     x = torch.rand(1, 3, lr_side, lr_side, device=device)
-    with PeakRSS() as mem:
-        upscale_tensor(model, x, opts)
+    upscale_tensor(model, x, opts)
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -83,17 +106,17 @@ def time_upscale(model: Upscaler, lr_side: int, repeats: int = 5,
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
     flops = measure_flops(lambda: upscale_tensor(model, x, opts))
-    return Timing(lr_side, statistics.median(times), mem.peak / 2**20, flops)
+    return Timing(lr_side, statistics.median(times), flops)
 
 
-def bench_table(name: str, model: Upscaler, timings: list[Timing], threads: int,
-                matmul: float) -> str:
+def bench_table(name: str, model: Upscaler, timings: list[Timing], peaks_mb: list[float],
+                threads: int, matmul: float) -> str:
     rows = [f"`{name}`: {count_params(model):,} params, {threads} threads, matmul floor "
             f"{matmul:.0f} GFLOP/s", "",
             "| input -> output | latency (ms) | peak RSS rise (MB) | GFLOPs | achieved GFLOP/s |",
             "| --- | ---: | ---: | ---: | ---: |"]
-    for t in timings:
+    for t, peak in zip(timings, peaks_mb, strict=True):
         side = t.lr_side * model.scale
-        rows.append(f"| {t.lr_side}->{side} | {t.latency_s * 1e3:.1f} | {t.peak_mem_mb:.0f} | "
+        rows.append(f"| {t.lr_side}->{side} | {t.latency_s * 1e3:.1f} | {peak:.0f} | "
                     f"{t.flops / 1e9:.2f} | {t.gflops_per_s:.1f} |")
     return "\n".join(rows)

@@ -9,7 +9,7 @@ import torch
 from tqdm import tqdm
 
 from .api import UpscaleOptions, upscale_picture
-from .bench import bench_table, matmul_gflops, time_upscale
+from .bench import bench_table, fresh_process_peak_mb, matmul_gflops, time_upscale
 from .evaluation import evaluate_set, format_table, model_cost, write_report
 from .imageio import Picture, is_image_file, read_image, write_image
 from .zoo import available_models, load_model, model_provenance, resolve
@@ -104,8 +104,11 @@ def bench(args) -> int:
     """Latency / memory / FLOPs table for the given LR sizes."""
     model = load_model(args.model, args.device, deploy=not args.unfused)
     opts = _options(args)
-    timings = [time_upscale(model, int(s), args.repeats, opts) for s in args.sizes.split(",")]
-    print(bench_table(args.model, model, timings, torch.get_num_threads(), matmul_gflops()))
+    sides = [int(s) for s in args.sizes.split(",")]
+    threads = torch.get_num_threads()
+    peaks = [fresh_process_peak_mb(args.model, s, not args.unfused, threads) for s in sides]
+    timings = [time_upscale(model, s, args.repeats, opts) for s in sides]
+    print(bench_table(args.model, model, timings, peaks, threads, matmul_gflops()))
     return 0
 
 
@@ -114,11 +117,11 @@ def list_models() -> int:
     print("| name | method | scale | params | file | Set5 / Set14 / B100 PSNR-Y |")
     print("| --- | --- | ---: | ---: | ---: | --- |")
     for name in available_models():
-        model = load_model(name)
+        info = load_model(name).info()
         scores = model_provenance(name).get("scores", {})
         text = " / ".join(f"{scores[s]['psnr']:.2f}" for s in ("Set5", "Set14", "B100")
                           if s in scores) or "-"
         size = resolve(name).stat().st_size
-        print(f"| {name} | {model.method} | x{model.scale} | "
-              f"{sum(p.numel() for p in model.parameters()):,} | {size / 1024:.1f} KiB | {text} |")
+        print(f"| {name} | {info['method']} | x{info['scale']} | {info['params']:,} | "
+              f"{size / 1024:.1f} KiB | {text} |")
     return 0

@@ -49,7 +49,7 @@ class Upscaler(nn.Module):
 
 
 def count_params(module: nn.Module) -> int:
-    """Number of parameters plus non-trainable weight buffers that inference needs."""
+    """Number of parameters (weights that a model file stores)."""
     return sum(p.numel() for p in module.parameters())
 
 

@@ -167,7 +167,9 @@ class DeployedBody(nn.Module):
         self.upsample = SkipPixelShuffle(scale)
 
     def forward(self, lr: Tensor) -> Tensor:
-        return self.upsample(self.body(lr), lr).clamp(0, 1)
+        # channels-last convolutions are ~1.5x faster on CPU (oneDNN) for these shapes
+        feat = self.body(lr.contiguous(memory_format=torch.channels_last))
+        return self.upsample(feat, lr).clamp(0, 1).contiguous()
 
 
 class RDSR(Upscaler):
@@ -229,7 +231,7 @@ class RDSR(Upscaler):
             folded.bias.data.mul_(g[0]).add_(b[0])
             convs.append(folded)
         convs.append(_copy_conv(self.repd.tail))
-        return DeployedBody(convs, self.scale).to(z.device)
+        return DeployedBody(convs, self.scale).to(z.device, memory_format=torch.channels_last)
 
     def forward(self, lr: Tensor) -> Tensor:
         """Whole images, each with its own prior (seed 0)."""
