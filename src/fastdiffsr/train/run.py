@@ -50,7 +50,7 @@ def run(config: Path, out: Path, device: torch.device, stage: str | None, resume
             continue
         cfg = getattr(recipe, s)
         ema, seconds = train_stage(lambda s=s: method.build_stage(recipe, s, out), cfg,
-                          recipe.model.scale, out / s, device, resume, stop_at)
+                                   recipe.model.scale, out / s, device, resume, stop_at)
         if stop_at is not None and stop_at < cfg.steps:
             return None
         if info.main:
