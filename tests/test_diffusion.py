@@ -7,7 +7,6 @@ import torch
 
 from fastdiffsr.diffusion.sampling import (
     ddim_step,
-    ddim_step_x0,
     ddim_timesteps,
     pred_to_x0_eps,
     q_sample,
@@ -120,14 +119,6 @@ def test_ddim_step_float32_and_batched_abar() -> None:
     got = ddim_step(x, pred, abar[[750, 250]], abar[[500, 0]], "v")
     assert got.dtype == torch.float32
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
-
-
-def test_ddim_step_x0_is_the_old_formula() -> None:
-    x, x0 = _randn(2, 8, seed=0), _randn(2, 8, seed=1)
-    a_t, a_p = torch.tensor(0.3, dtype=torch.float64), torch.tensor(0.8, dtype=torch.float64)
-    eps = (x - a_t.sqrt() * x0) / (1 - a_t).sqrt()
-    want = a_p.sqrt() * x0 + (1 - a_p).sqrt() * eps
-    torch.testing.assert_close(ddim_step_x0(x, x0, a_t, a_p), want, rtol=0, atol=1e-12)
 
 
 def test_eta_needs_noise() -> None:

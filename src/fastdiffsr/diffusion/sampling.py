@@ -98,11 +98,6 @@ def ddim_step(
     return a_p.sqrt() * x0_hat + direction + sigma * noise
 
 
-def ddim_step_x0(x_t: Tensor, x0_hat: Tensor, abar_t: Tensor, abar_prev: Tensor) -> Tensor:
-    """One eta = 0 DDIM step from an x0 prediction (DDIM Eq. 12 with sigma_t = 0)."""
-    return ddim_step(x_t, x0_hat, abar_t, abar_prev, "x0")
-
-
 def ddim_timesteps(num_train_steps: int, num_steps: int, spacing: Spacing = "leading") -> Tensor:
     """Descending LongTensor [num_steps] of training timesteps to visit (T = num_train_steps).
 

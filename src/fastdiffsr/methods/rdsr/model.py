@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...diffusion.sampling import ddim_step_x0
+from ...diffusion.sampling import sample
 from ...diffusion.schedules import alphas_cumprod, linear_betas
 from ...nn.reparam import RepBranches, RepConv
 from ...upscaler import TileFn, Upscaler
@@ -93,13 +93,9 @@ class PriorDiffusion(nn.Module):
 
     def forward(self, lr: Tensor, generator: torch.Generator | None = None) -> Tensor:
         c = self.lpe_lr(lr)
-        z = torch.randn(c.shape, generator=generator, device=c.device, dtype=c.dtype)
-        one = torch.ones((), device=c.device)
-        for i in reversed(range(len(self.abar))):
-            t = torch.full((c.shape[0],), i, device=c.device, dtype=torch.long)
-            z0_hat = self.denoiser(z, c, t)
-            z = ddim_step_x0(z, z0_hat, self.abar[i], self.abar[i - 1] if i > 0 else one)
-        return z
+        z_T = torch.randn(c.shape, generator=generator, device=c.device, dtype=c.dtype)
+        every_step = torch.arange(len(self.abar) - 1, -1, -1)  # T-1 .. 0: the full chain
+        return sample(lambda z, t: self.denoiser(z, c, t), z_T, self.abar, every_step, "x0")
 
 
 class RepDecoder(nn.Module):
