@@ -194,3 +194,9 @@ def test_no_command_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as info:
         main([])
     assert info.value.code == 2
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA message")
+def test_cuda_without_cuda_is_a_clean_error(tmp_path, capsys):
+    code, _, err = _run(capsys, "upscale", "-i", tmp_path, "-o", tmp_path / "o", "--device", "cuda")
+    assert code == 2 and "CUDA" in err and "Traceback" not in err

@@ -129,6 +129,10 @@ HANDLERS = {"upscale": cmd_upscale, "eval": cmd_eval, "train": cmd_train, "bench
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "device", "cpu").startswith("cuda") and not torch.cuda.is_available():
+        print("fastdiffsr: error: --device cuda asked for, but torch sees no CUDA device",
+              file=sys.stderr)
+        return 2
     try:
         return HANDLERS[args.command](args)
     except USER_ERRORS as e:

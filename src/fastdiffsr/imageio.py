@@ -335,6 +335,8 @@ def read_image(path: str | os.PathLike[str]) -> Picture:
         return _read_pillow(data)
     except FileNotFoundError as exc:
         raise ImageReadError(f"cannot read image {path}: file not found") from exc
+    except Image.UnidentifiedImageError as exc:  # its message names an anonymous BytesIO
+        raise ImageReadError(f"cannot read image {path}: not a recognised image") from exc
     except _DECODE_ERRORS as exc:
         raise ImageReadError(f"cannot read image {path}: {exc}") from exc
 
