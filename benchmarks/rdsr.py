@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 
 from fastdiffsr.bench import fresh_process_peak_mb, matmul_gflops, time_upscale
-from fastdiffsr.config import from_dict, load_toml
 from fastdiffsr.evaluation import evaluate_set
-from fastdiffsr.methods.rdsr import RDSR, RDSRRecipe
+from fastdiffsr.methods.rdsr import RDSR
+from fastdiffsr.train.run import load_recipe
 from fastdiffsr.upscaler import count_params
 from fastdiffsr.zoo import load_model, save_model
 
@@ -28,8 +28,7 @@ SETS = ("Set5", "Set14", "B100")
 
 def save_paper_model(folder: Path) -> Path:
     """The paper-size config with random weights (cost only: it is not trained here)."""
-    data = load_toml(ROOT / "configs" / "rdsr" / "paper.toml")
-    recipe = from_dict(RDSRRecipe, {k: v for k, v in data.items() if k not in ("method", "name")})
+    _, _, recipe = load_recipe(ROOT / "configs" / "rdsr" / "paper.toml")
     return save_model(RDSR(recipe.model), folder / "rdsr-paper-untrained.safetensors",
                       {"trained": False})
 

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from fastdiffsr.data.datasets import benchmark_pairs, load_pair
 from fastdiffsr.methods.rdsr.model import RDSR, PriorEncoder
-from fastdiffsr.methods.rdsr.recipe import hr_prior_input
+from fastdiffsr.methods.rdsr.recipe import hr_prior_input, substate
 from fastdiffsr.metrics import psnr_y, quantize
 from fastdiffsr.zoo import load_model
 
@@ -51,7 +51,7 @@ def main() -> None:
     model = load_model("rdsr-x4")
     lpe_hr = PriorEncoder(3 + 3 * model.scale**2, model.cfg)
     stage1 = load_file(args.run / "prior" / "model.safetensors")
-    lpe_hr.load_state_dict({k[7:]: v for k, v in stage1.items() if k.startswith("lpe_hr.")})
+    lpe_hr.load_state_dict(substate(stage1, "lpe_hr."))
     lpe_hr.eval()
     lr0, _ = load_pair(*benchmark_pairs(args.data, "Set5", 4)[0], 4)
     mean_z = torch.stack([model.estimate_prior(lr0, s) for s in range(16)]).mean(0).detach()

@@ -10,12 +10,11 @@ import torch
 from torch import nn
 
 from fastdiffsr.api import UpscaleOptions, upscale_tensor
-from fastdiffsr.config import from_dict, load_toml
 from fastdiffsr.demo import draw_scene
 from fastdiffsr.imageio import picture_to_tensor
-from fastdiffsr.methods.rdsr import RDSRRecipe
 from fastdiffsr.methods.rdsr.model import RDSR, RDSRConfig
 from fastdiffsr.resize import imresize
+from fastdiffsr.train.run import load_recipe
 from fastdiffsr.upscaler import count_params
 from fastdiffsr.zoo import available_models, load_model
 
@@ -74,8 +73,7 @@ def test_unfused_model_really_has_branches() -> None:
 
 
 def test_paper_config_has_2_2m_parameters() -> None:
-    data = load_toml(ROOT / "configs" / "rdsr" / "paper.toml")
-    recipe = from_dict(RDSRRecipe, {k: v for k, v in data.items() if k not in ("method", "name")})
+    _, _, recipe = load_recipe(ROOT / "configs" / "rdsr" / "paper.toml")
     model = RDSR(recipe.model)
     model.fuse()  # the inference model: LPE_lr + denoiser + fused RepD
     assert abs(count_params(model) - 2.2e6) / 2.2e6 < 0.05

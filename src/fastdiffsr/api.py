@@ -16,7 +16,7 @@ from torch import Tensor
 from .imageio import Picture, picture_to_tensor, read_image, tensor_to_pixels
 from .resize import imresize
 from .tiling import tiled_apply
-from .upscaler import Upscaler
+from .upscaler import Upscaler, model_device
 from .zoo import DEFAULT_MODEL, load_model
 
 ImageLike = Picture | np.ndarray | Image.Image | str | os.PathLike
@@ -70,7 +70,7 @@ def upscale_picture(
     progress: Callable[[int, int], None] | None = None,
 ) -> Picture:
     """Upscale colour with the model and alpha with bicubic; gray stays gray, depth is kept."""
-    device = next(iter(model.parameters()), torch.empty(0)).device
+    device = model_device(model)
     x = picture_to_tensor(pic.pixels).to(device)
     if pic.is_gray:
         x = x.expand(-1, 3, -1, -1)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from .api import DEFAULTS, UpscaleOptions, upscale_tensor
-from .upscaler import Upscaler, count_params, measure_flops
+from .upscaler import Upscaler, count_params, measure_flops, model_device
 from .zoo import load_model
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -95,7 +95,7 @@ class Timing:
 def time_upscale(model: Upscaler, lr_side: int, repeats: int = 5,
                  opts: UpscaleOptions = DEFAULTS) -> Timing:
     """Median latency of ``upscale_tensor`` on a random lr_side^2 image (after one warm-up)."""
-    device = next(iter(model.parameters()), torch.empty(0)).device
+    device = model_device(model)
     x = torch.rand(1, 3, lr_side, lr_side, device=device)
     upscale_tensor(model, x, opts)
     times = []

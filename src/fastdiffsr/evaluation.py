@@ -16,7 +16,7 @@ from .data.datasets import benchmark_pairs, load_pair
 from .imageio import Picture, write_image
 from .metrics import psnr_y, quantize, ssim_y
 from .resize import imresize
-from .upscaler import Upscaler, count_params, measure_flops
+from .upscaler import Upscaler, count_params, measure_flops, model_device
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ def evaluate_set(
     model: Upscaler, root: Path, name: str, opts: UpscaleOptions = DEFAULTS,
 ) -> tuple[SetResult, np.ndarray]:
     """Scores of one set and a comparison strip (bicubic | model | GT) of its first image."""
-    device = next(iter(model.parameters()), torch.empty(0)).device
+    device = model_device(model)
     psnrs, ssims, secs, strip = [], [], [], None
     for hr_path, lr_path in benchmark_pairs(root, name, model.scale):
         lr, hr = (t.to(device) for t in load_pair(hr_path, lr_path, model.scale))
@@ -75,7 +75,7 @@ def _busiest_crop(hr: Tensor, crop: int) -> tuple[int, int]:
 
 def model_cost(model: Upscaler, lr_side: int = 128, opts: UpscaleOptions = DEFAULTS) -> dict:
     """Params and FLOPs of upscaling one lr_side x lr_side image (FlopCounterMode: 2 per MAC)."""
-    device = next(iter(model.parameters()), torch.empty(0)).device
+    device = model_device(model)
     x = torch.rand(1, 3, lr_side, lr_side, device=device)
     return {"params": count_params(model),
             "flops": measure_flops(lambda: upscale_tensor(model, x, opts))}

@@ -48,6 +48,11 @@ class Upscaler(nn.Module):
         }
 
 
+def model_device(module: nn.Module) -> torch.device:
+    """Where a model's weights live (CPU for weightless models such as bicubic)."""
+    return next(iter(module.parameters()), torch.empty(0)).device
+
+
 def count_params(module: nn.Module) -> int:
     """Number of parameters (weights that a model file stores)."""
     return sum(p.numel() for p in module.parameters())

@@ -138,7 +138,7 @@ class Checkpoint:
         ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
-        return int(state["step"]), float(state.get("elapsed", 0.0))
+        return int(state["step"]), float(state["elapsed"])
 
 
 class RunLog:

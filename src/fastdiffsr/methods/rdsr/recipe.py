@@ -78,8 +78,8 @@ def build_stage(recipe: RDSRRecipe, stage: str, out: Path) -> nn.Module:
         raise ValueError(f"unknown RDSR stage {stage!r}; stages: {STAGES}")
     module = DiffusionStage(recipe.model, recipe.z_loss_weight)
     prior = load_file(stage_weights(out, "prior"))
-    module.lpe_hr.load_state_dict(_sub(prior, "lpe_hr."))
-    module.repd.load_state_dict(_sub(prior, "repd."))
+    module.lpe_hr.load_state_dict(substate(prior, "lpe_hr."))
+    module.repd.load_state_dict(substate(prior, "repd."))
     return module
 
 
@@ -87,10 +87,11 @@ def export(recipe: RDSRRecipe, out: Path) -> RDSR:
     """The inference model (training form; ``zoo`` fuses it on load) from the last stage."""
     state = load_file(stage_weights(out, "diffusion"))
     model = RDSR(recipe.model)
-    model.prior.load_state_dict(_sub(state, "prior."))
-    model.repd.load_state_dict(_sub(state, "repd."))
+    model.prior.load_state_dict(substate(state, "prior."))
+    model.repd.load_state_dict(substate(state, "repd."))
     return model
 
 
-def _sub(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+def substate(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    """The entries of a state dict under ``prefix``, with the prefix removed."""
     return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
