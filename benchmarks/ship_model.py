@@ -2,7 +2,9 @@
 provenance, and write its model card next to it.
 
     .venv/bin/python benchmarks/ship_model.py runs/rdsr-x4/rdsr-x4.safetensors \
-        --run runs/rdsr-x4 --data ../shared/data/bench --threads 2
+        --run runs/rdsr-x4 --data ../shared/data/bench --threads 2 [--notes notes.md]
+
+``--notes`` appends a hand-written section (ablations, caveats) to the generated card.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ def measure(path: Path, data: Path, threads: int) -> dict:
     return {"scores": scores, "latency": {"threads": threads, "cpu": platform.processor(),
                                           "matmul_gflops": round(matmul_gflops()), **timings},
             "params_deployed": count_params(model),
+            "default_steps": model.default_steps,
             "params_training_form": count_params(load_model(path, deploy=False))}
 
 
@@ -59,7 +62,7 @@ def write_weights(src: Path, dst: Path, provenance: dict) -> None:
     save_file(tensors, dst, metadata={**meta, "provenance": json.dumps(provenance)})
 
 
-def model_card(name: str, prov: dict, size: int) -> str:
+def model_card(name: str, prov: dict, size: int, notes: str) -> str:
     s, lat = prov["scores"], prov["latency"]
     stages = "\n".join(f"| {k} | {v['steps']} | {v['wall_seconds'] / 60:.1f} min |"
                        for k, v in prov["stages"].items())
@@ -69,11 +72,15 @@ def model_card(name: str, prov: dict, size: int) -> str:
                     for k, v in prov["validation"].items())
     lat_rows = "\n".join(f"| {k} | {v['latency_ms']} | {v['gflops']} | {v['peak_rss_mb']} |"
                          for k, v in lat.items() if "->" in k)
+    params = f"{prov['params_deployed']:,} parameters"
+    if prov["params_training_form"] != prov["params_deployed"]:
+        params += f" deployed ({prov['params_training_form']:,} in the training form)"
+    steps = prov.get("default_steps") or 0
+    at_steps = f", {steps} diffusion step{'s' * (steps > 1)} (the default)" if steps else ""
     return f"""# {name}
 
 Method `{prov['method']}`; x{prov['recipe']['model']['scale']}. File
-`{name}.safetensors`, {size / 1024:.0f} KiB; {prov['params_training_form']:,} parameters in the
-training form, {prov['params_deployed']:,} deployed (fused RepD: only 3x3 conv + ReLU).
+`{name}.safetensors`, {size / 1024:.0f} KiB; {params}.
 
 ## Training
 
@@ -89,7 +96,7 @@ training form, {prov['params_deployed']:,} deployed (fused RepD: only 3x3 conv +
 Held-out validation PSNR-Y (EMA weights) during training:
 {val}
 
-## Scores (x4, official LR, Y channel, 4 px border crop)
+## Scores (x4, official LR, Y channel, 4 px border crop{at_steps})
 
 `fastdiffsr eval -n {name} --sets Set5,Set14,B100`
 
@@ -100,13 +107,13 @@ Held-out validation PSNR-Y (EMA weights) during training:
 ## Latency
 
 `fastdiffsr bench -n {name} --threads {lat['threads']}` ({lat['threads']} threads,
-{lat['cpu'] or 'CPU'}, measured matmul rate {lat['matmul_gflops']} GFLOP/s; whole upscale:
-prior + body)
+{lat['cpu'] or 'CPU'}, measured matmul rate {lat['matmul_gflops']} GFLOP/s; the whole
+upscale, per-image work included)
 
 | input -> output | ms | GFLOPs | peak RSS rise (MB) |
 | --- | ---: | ---: | ---: |
 {lat_rows}
-"""
+{notes}"""
 
 
 def main() -> None:
@@ -115,6 +122,7 @@ def main() -> None:
     parser.add_argument("--run", type=Path, required=True, help="the training output folder")
     parser.add_argument("--data", type=Path, default=Path("../shared/data/bench"))
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--notes", type=Path, help="markdown appended to the model card")
     args = parser.parse_args()
     meta = read_metadata(args.model)
     prov = {**json.loads(meta["provenance"]), "method": meta["method"]}
@@ -123,7 +131,8 @@ def main() -> None:
     name = prov["name"]
     dst = WEIGHTS_DIR / f"{name}.safetensors"
     write_weights(args.model, dst, prov)
-    card = model_card(name, prov, dst.stat().st_size)
+    notes = "\n" + args.notes.read_text() if args.notes else ""
+    card = model_card(name, prov, dst.stat().st_size, notes)
     (WEIGHTS_DIR / f"{name}.md").write_text(card)
     print(card)
 

@@ -127,3 +127,28 @@ def test_unknown_option(bicubic, rgb):
 def test_seed_and_steps_accepted(bicubic, rgb):
     out = upscale(rgb, bicubic, steps=3, seed=5)
     np.testing.assert_array_equal(out, upscale(rgb, bicubic))
+
+
+def test_max_tile_caps_the_default_tile_not_the_users(monkeypatch):
+    """A model's ``max_tile`` bounds the automatic tile; an explicit ``tile`` still wins."""
+    import torch
+
+    from fastdiffsr.api import UpscaleOptions, upscale_tensor
+    from fastdiffsr.tiling import tile_starts
+
+    model = load_model("bicubic")
+    monkeypatch.setattr(model, "max_tile", 16)
+    sizes: list[tuple[int, int]] = []
+    forward = model.forward
+    def spy(x):
+        sizes.append(tuple(x.shape[-2:]))
+        return forward(x)
+
+    monkeypatch.setattr(model, "forward", spy)
+    x = torch.rand(1, 3, 40, 40)
+    upscale_tensor(model, x, UpscaleOptions(batch_tiles=1))
+    assert set(sizes) == {(16, 16)}
+    assert len(sizes) == len(tile_starts(40, 16, model.tile_overlap)) ** 2
+    sizes.clear()
+    upscale_tensor(model, x, UpscaleOptions(tile=40))
+    assert sizes == [(40, 40)]

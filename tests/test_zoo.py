@@ -13,6 +13,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from fastdiffsr.cli import main
+from fastdiffsr.evaluation import evaluate_set
 from fastdiffsr.imageio import Picture, write_image
 from fastdiffsr.methods.bicubic import Bicubic, BicubicConfig
 from fastdiffsr.methods.rdsr.model import RDSR, RDSRConfig
@@ -100,6 +101,19 @@ def test_shipped_models():
     assert names == sorted(names)
     assert [load_model(f"bicubic-x{s}").scale for s in (2, 3, 4)] == [2, 3, 4]
     assert load_model("bicubic").scale == 4  # alias
+
+
+BICUBIC_SET5 = 28.43
+
+
+@pytest.mark.parametrize("name", [n for n in available_models() if not n.startswith("bicubic")])
+def test_shipped_model_reproduces_its_card_on_set5(bench_root, name):
+    """The Set5 score recorded at shipping time is what ``evaluate_set`` gives now, and every
+    shipped model is at least 1 dB above bicubic."""
+    result, _ = evaluate_set(load_model(name), bench_root, "Set5")
+    recorded = model_provenance(name)["scores"]["Set5"]["psnr"]
+    assert result.psnr == pytest.approx(recorded, abs=0.01)
+    assert result.psnr > BICUBIC_SET5 + 1.0
 
 
 # ----------------------------------------------------------------------------- broken files

@@ -9,13 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
 from .imageio import Picture, picture_to_tensor, read_image, tensor_to_pixels
 from .resize import imresize
-from .tiling import tiled_apply
+from .tiling import auto_tile_size, pad_to_requirements, tiled_apply
 from .upscaler import Upscaler, model_device
 from .zoo import DEFAULT_MODEL, load_model
 
@@ -43,26 +42,27 @@ def upscale_tensor(
     """[1, 3, H, W] in [0, 1] -> [1, 3, sH, sW] in [0, 1] (the Upscaler contract): per-image
     preparation, then tiling."""
     h, w = lr.shape[-2:]
-    x = _pad_to_requirements(lr, model.multiple_of, model.minimum)
+    x = pad_to_requirements(lr, model.multiple_of, model.minimum)
     overlap = model.tile_overlap if opts.tile_overlap is None else opts.tile_overlap
     with torch.inference_mode():
         fn = model.prepare(x, opts.steps, opts.seed)
-        y = tiled_apply(fn, x, opts.tile, overlap, model.scale, batch_size=opts.batch_tiles,
+        noise = model.tile_noise(x, opts.seed)
+        tiles_of = x if noise is None else torch.cat([x, noise], dim=1)
+        y = tiled_apply(fn, tiles_of, _tile_size(model, x, opts), overlap, model.scale,
+                        batch_size=opts.batch_tiles,
                         multiple_of=model.multiple_of,
                         bytes_per_lr_pixel=model.bytes_per_lr_pixel,
                         memory_budget=opts.memory_budget, progress=progress)
     return y[..., : h * model.scale, : w * model.scale]
 
 
-def _pad_to_requirements(x: Tensor, multiple_of: int, minimum: int) -> Tensor:
-    """Reflect-pad the bottom/right so each side is >= minimum and a multiple of multiple_of."""
+def _tile_size(model: Upscaler, x: Tensor, opts: UpscaleOptions) -> int | None:
+    """The user's tile, else the memory budget's, capped by the model's ``max_tile``."""
+    if opts.tile is not None or not model.max_tile:
+        return opts.tile
     h, w = x.shape[-2:]
-    th = max(minimum, -(-h // multiple_of) * multiple_of)
-    tw = max(minimum, -(-w // multiple_of) * multiple_of)
-    if (th, tw) == (h, w):
-        return x
-    mode = "reflect" if th - h < h and tw - w < w else "replicate"
-    return F.pad(x, (0, tw - w, 0, th - h), mode=mode)
+    auto = auto_tile_size(h, w, model.bytes_per_lr_pixel, opts.memory_budget, model.multiple_of)
+    return min(auto, model.max_tile)
 
 
 def upscale_picture(

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ["auto_tile_size", "blend_window", "tile_starts", "tiled_apply"]
@@ -320,3 +321,14 @@ def tiled_apply(
         raise ValueError(f"guard must be >= 0, got {guard}")
     per_call = _batch_limit(batch_size, th, tw, bytes_per_lr_pixel, memory_budget)
     return _run_tiles(fn, x, th, tw, overlap, guard, scale, per_call, progress)
+
+
+def pad_to_requirements(x: Tensor, multiple_of: int, minimum: int) -> Tensor:
+    """Reflect-pad the bottom/right so each side is >= minimum and a multiple of multiple_of."""
+    h, w = x.shape[-2:]
+    th = max(minimum, -(-h // multiple_of) * multiple_of)
+    tw = max(minimum, -(-w // multiple_of) * multiple_of)
+    if (th, tw) == (h, w):
+        return x
+    mode = "reflect" if th - h < h and tw - w < w else "replicate"
+    return F.pad(x, (0, tw - w, 0, th - h), mode=mode)

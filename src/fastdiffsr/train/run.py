@@ -42,8 +42,9 @@ def run(config: Path, out: Path, device: torch.device, stage: str | None, resume
     """Train the requested stage (or every unfinished stage); returns the exported model path."""
     method, name, recipe = load_recipe(config)
     stages = method.STAGES if stage is None else (stage,)
-    if stage is not None and stage not in method.STAGES:
-        raise ConfigError(f"unknown stage {stage!r}; {name} has {method.STAGES}")
+    known = method.STAGES + method.ABLATION_STAGES
+    if stage is not None and stage not in known:
+        raise ConfigError(f"unknown stage {stage!r}; {name} has {known}")
     info = init_distributed(device)
     for s in stages:
         if stage is None and stage_weights(out, s).exists():

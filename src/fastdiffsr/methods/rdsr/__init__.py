@@ -5,6 +5,7 @@ from .recipe import STAGES, RDSRRecipe, build_stage, export
 
 Config = RDSRConfig
 Recipe = RDSRRecipe
+ABLATION_STAGES: tuple[str, ...] = ()
 
 
 def build(cfg: RDSRConfig) -> RDSR:
@@ -12,4 +13,5 @@ def build(cfg: RDSRConfig) -> RDSR:
     return RDSR(cfg)
 
 
-__all__ = ["RDSR", "RDSRConfig", "RDSRRecipe", "STAGES", "build", "build_stage", "export"]
+__all__ = ["ABLATION_STAGES", "RDSR", "RDSRConfig", "RDSRRecipe", "STAGES", "build",
+           "build_stage", "export"]
