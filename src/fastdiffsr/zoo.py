@@ -17,7 +17,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .config import ConfigError, from_dict, to_dict
-from .methods import bicubic, rdsr
+from .methods import bicubic, bidiffsr, rdsr, yonos
 from .upscaler import Upscaler
 
 FORMAT = "fastdiffsr"
@@ -26,7 +26,8 @@ DEFAULT_MODEL = "rdsr-x4"
 ALIASES = {"bicubic": "bicubic-x4"}
 
 # The registry: method name -> module with ``Config`` and ``build(cfg) -> Upscaler``.
-METHODS: dict[str, ModuleType] = {"bicubic": bicubic, "rdsr": rdsr}
+METHODS: dict[str, ModuleType] = {"bicubic": bicubic, "rdsr": rdsr, "yonos": yonos,
+                                  "bidiffsr": bidiffsr}
 
 
 class ModelFileError(ValueError):

@@ -1,0 +1,97 @@
+"""BI-DiffSR cost benchmark: the paper and x4 configs, each beside its full-precision twin.
+
+For each config: params (binary / 32 + FP) and OPs (binary / 64 + FP multiply-adds, 256x256
+output) against the twin that stores and computes every binary conv in float32; model file
+sizes (packed bits vs float32 weights, binarised layers and whole file); latency of one UNet
+evaluation at 64x64 through the simulated path (float conv on +-1 values: what the twin costs)
+and through the XNOR + popcount path (torch int64 bit ops, no custom kernel).
+
+    .venv/bin/python benchmarks/bidiffsr.py --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from fastdiffsr.methods.bidiffsr import BIDiffSR
+from fastdiffsr.nn.binary import PackedBinaryConv2d, binary_complexity
+from fastdiffsr.train.run import load_recipe
+from fastdiffsr.zoo import save_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def unet_seconds(model: BIDiffSR, side: int, repeats: int) -> float:
+    """Median seconds of one UNet evaluation on a [1, 3, side, side] input."""
+    x, t = torch.randn(1, 3, side, side), torch.tensor([1000])
+    times = []
+    with torch.inference_mode():
+        model.unet(x, x, t)  # warm-up
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model.unet(x, x, t)
+            times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def set_bitwise(model: BIDiffSR, on: bool) -> None:
+    for m in model.modules():
+        if isinstance(m, PackedBinaryConv2d):
+            m.bitwise = on
+
+
+def binary_bytes(model: BIDiffSR) -> tuple[int, int]:
+    """(packed bytes: bits + float32 scales, float32 bytes of the same weights)."""
+    packed = [m for m in model.modules() if isinstance(m, PackedBinaryConv2d)]
+    bits = sum(m.bits.numel() + 4 * m.scale.numel() for m in packed)
+    return bits, sum(4 * m.c_out * m.c_in * m.kernel**2 for m in packed)
+
+
+def row(name: str, model: BIDiffSR, folder: Path, side: int, repeats: int) -> list[str]:
+    x, t = torch.randn(1, 3, 256, 256), torch.tensor([1000])
+    c = binary_complexity(model, lambda: model.unet(x, x, t))
+    float_file = save_model(model, folder / f"{name}-float.safetensors").stat().st_size
+    packed = copy.deepcopy(model)
+    packed.fuse()
+    packed_file = save_model(packed, folder / f"{name}-packed.safetensors").stat().st_size
+    bits, floats = binary_bytes(packed)
+    simulated = unet_seconds(packed, side, repeats)
+    set_bitwise(packed, True)
+    bitwise = unet_seconds(packed, side, repeats)
+    return [name, f"{c.params / 1e6:.3f}", f"{(c.binary_params + c.fp_params) / 1e6:.2f}",
+            f"{c.ops / 1e9:.2f}", f"{(c.binary_macs + c.fp_macs) / 1e9:.2f}",
+            f"{bits / 2**20:.2f} / {floats / 2**20:.2f}",
+            f"{packed_file / 2**20:.2f} / {float_file / 2**20:.2f}",
+            f"{1e3 * simulated:.0f}", f"{1e3 * bitwise:.0f}"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--side", type=int, default=64, help="UNet input side for latency")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    header = ["config", "params M", "FP twin M", "OPs G", "FP twin G",
+              "binary layers MiB packed / fp32", "file MiB packed / fp32",
+              f"simulated ms ({args.side}^2)", f"bitwise ms ({args.side}^2)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ("paper", "x4"):
+            _, _, recipe = load_recipe(ROOT / "configs" / "bidiffsr" / f"{name}.toml")
+            torch.manual_seed(0)
+            model = BIDiffSR(recipe.model).eval()
+            cells = row(name, model, Path(tmp), args.side, args.repeats)
+            lines.append("| " + " | ".join(cells) + " |")
+    print(f"BI-DiffSR cost, {args.threads} threads; OPs are multiply-adds at 256x256\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

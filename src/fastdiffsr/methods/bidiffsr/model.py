@@ -1,0 +1,230 @@
+"""BI-DiffSR: Binarized Diffusion Model for Image SR (Chen et al., NeurIPS 2024), the inference
+model, following the official code's UNet (``BIDiffSRUNet``).
+
+The UNet runs at HR resolution on cat(bicubic_s(LR), x_t) [B, 6, H, W] and predicts eps
+(T = 2000, linear betas 1e-6 -> 1e-2, images in [0, 1] as the official data loader). Layout for
+channel mults m_0..m_{L-1}, width C, n res blocks per level:
+
+* encoder: FP conv3x3 6 -> C; per level n binary ResBlocks, then CP-Down (C_l -> 2 C_l, H/2)
+  between levels; every output is kept as a skip;
+* bottleneck: binary ResBlock + FP self-attention, binary ResBlock;
+* decoder, lowest resolution first: per level n + 1 times CS-Fusion(cat(x, skip)) then a
+  ResBlock, then CP-Up (C_l -> C_l / 2, 2H) between levels. The ``fp_levels`` (official
+  ``fp_res`` = [256, 128] at 256 px: the two highest-resolution levels) use FP CS-Fusion and FP
+  ResBlocks; CP-Up is always binary;
+* output: GroupNorm, SiLU, FP conv3x3 C -> 3.
+
+Binary ResBlock = GN, SiLU, BIConv3x3, + Linear(SiLU(emb)), GN, SiLU, dropout, BIConv3x3, + x.
+Full precision: input/output convs, time MLP, norms, attention, FP levels. Every BIConv's TaR /
+TaA group is floor(t K / T).
+
+Where we differ from the official code (each a generalisation or a shared-code choice):
+* TaR/TaA groups are chosen per sample; the official code uses the first sample's timestep for
+  the whole batch and therefore trains with one timestep per batch. We draw one per sample.
+  (Groups absent from a batch get zero gradients here, none there: AdamW's momentum still
+  moves them a little.)
+* The timestep embedding is ``nn.layers.sinusoidal_embedding`` (cosines first; the official
+  puts sines first: the same features in another order, before a learned Linear).
+* Sampling is ``diffusion.sampling.sample`` (DDIM, eta = 0, "leading" timesteps as diffusers);
+  diffusers' DDIMScheduler, which the official code uses, also clips x0_hat to [-1, 1] at every
+  step by default (``clip_sample=True``); our sampler does not clip.
+* The condition is our MATLAB-style bicubic (``resize.imresize``), not OpenCV's INTER_CUBIC.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ...diffusion.sampling import ddim_timesteps, sample
+from ...diffusion.schedules import alphas_cumprod, linear_betas
+from ...nn.binary import BIConv, CPDown, CPUp, CSFusion, FPConv, timestep_group
+from ...nn.layers import (
+    SelfAttention,
+    check_divisible,
+    from_tokens,
+    sinusoidal_embedding,
+    to_tokens,
+)
+from ...resize import imresize
+from ...upscaler import TileFn, Upscaler
+
+
+@dataclass(frozen=True)
+class BIDiffSRConfig:
+    scale: int = 4
+    channels: int = 64  # inner width C
+    channel_mults: tuple[int, ...] = (1, 2, 4, 8)
+    res_blocks: int = 2  # per encoder level (the decoder has one more)
+    norm_groups: int = 16
+    dropout: float = 0.2
+    fp_levels: tuple[int, ...] = (0, 1)  # full-precision decoder levels (0: highest resolution)
+    timestep_groups: int = 5  # K
+    train_timesteps: int = 2000  # T
+    beta_start: float = 1e-6
+    beta_end: float = 1e-2
+    steps: int = 50  # DDIM steps at inference
+
+
+class ResBlock(nn.Module):
+    """[B, C, H, W], emb [B, C_emb], group g [B] -> [B, C, H, W]; binary or FP convs."""
+
+    def __init__(self, c: int, cfg: BIDiffSRConfig, binary: bool):
+        super().__init__()
+        k = cfg.timestep_groups
+        self.norm1 = nn.GroupNorm(cfg.norm_groups, c)
+        self.conv1 = BIConv(c, c, 3, k) if binary else FPConv(c, c, 3)
+        self.emb_proj = nn.Linear(cfg.channels, c)
+        self.norm2 = nn.GroupNorm(cfg.norm_groups, c)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.conv2 = BIConv(c, c, 3, k) if binary else FPConv(c, c, 3)
+
+    def forward(self, x: Tensor, emb: Tensor, g: Tensor) -> Tensor:
+        h = self.conv1(F.silu(self.norm1(x)), g)
+        h = h + self.emb_proj(F.silu(emb))[:, :, None, None]
+        return x + self.conv2(self.dropout(F.silu(self.norm2(h))), g)
+
+
+class Attention(nn.Module):
+    """x + one-head self-attention over pixels of GN(x) (qkv without bias): [B, C, H, W]."""
+
+    def __init__(self, c: int, groups: int):
+        super().__init__()
+        self.norm = nn.GroupNorm(groups, c)
+        self.attn = SelfAttention(c, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h, w = x.shape[2:]
+        return x + from_tokens(self.attn(to_tokens(self.norm(x))), h, w)
+
+
+class BIDiffSRUNet(nn.Module):
+    """eps_hat = UNet(x_t [B, 3, H, W], cond [B, 3, H, W], t [B]); H, W multiples of 2^(L-1)."""
+
+    def __init__(self, cfg: BIDiffSRConfig):
+        super().__init__()
+        c, k, n = cfg.channels, cfg.timestep_groups, cfg.res_blocks
+        self.cfg = cfg
+        self.time_mlp = nn.Sequential(nn.Linear(c, 4 * c), nn.SiLU(), nn.Linear(4 * c, c))
+        self.conv_in = nn.Conv2d(6, c, 3, padding=1)
+        widths = [c * m for m in cfg.channel_mults]
+        self.down = nn.ModuleList()
+        skips, width = [c], c
+        for level, w in enumerate(widths):
+            if width != w:
+                raise ValueError(f"level {level} has {w} channels, CP-Down gives {width}")
+            self.down.extend(ResBlock(w, cfg, binary=True) for _ in range(n))
+            skips += [w] * n
+            if level < len(widths) - 1:
+                self.down.append(CPDown(w, k))
+                width = 2 * w
+                skips.append(width)
+        self.mid1 = ResBlock(width, cfg, binary=True)
+        self.mid_attn = Attention(width, cfg.norm_groups)
+        self.mid2 = ResBlock(width, cfg, binary=True)
+        self.up = nn.ModuleList()
+        for level in reversed(range(len(widths))):
+            w, binary = widths[level], level not in cfg.fp_levels
+            for _ in range(n + 1):
+                if width + skips.pop() != 2 * w:
+                    raise ValueError("CS-Fusion needs decoder and skip of the level's width")
+                self.up += [CSFusion(w, k, binary), ResBlock(w, cfg, binary)]
+                width = w
+            if level > 0:
+                self.up.append(CPUp(w, k))
+                width = w // 2
+        self.norm_out = nn.GroupNorm(cfg.norm_groups, width)
+        self.conv_out = nn.Conv2d(width, 3, 3, padding=1)
+
+    def forward(self, x_t: Tensor, cond: Tensor, t: Tensor) -> Tensor:
+        emb = self.time_mlp(sinusoidal_embedding(t, self.cfg.channels))
+        g = timestep_group(t, self.cfg.train_timesteps, self.cfg.timestep_groups)
+        x = self.conv_in(torch.cat([cond, x_t], dim=1))
+        skips = [x]
+        for layer in self.down:
+            x = layer(x, emb, g) if isinstance(layer, ResBlock) else layer(x, g)
+            skips.append(x)
+        x = self.mid2(self.mid_attn(self.mid1(x, emb, g)), emb, g)
+        for layer in self.up:
+            if isinstance(layer, CSFusion):
+                x = layer(torch.cat([x, skips.pop()], dim=1), g)
+            else:
+                x = layer(x, emb, g) if isinstance(layer, ResBlock) else layer(x, g)
+        return self.conv_out(F.silu(self.norm_out(x)))
+
+    @property
+    def downsample_factor(self) -> int:
+        return 2 ** (len(self.cfg.channel_mults) - 1)
+
+
+class BIDiffSR(Upscaler):
+    """The BI-DiffSR sampler: DDIM from x_T = N(0, I) at HR resolution, conditioned on the
+    bicubic-upsampled LR. ``fuse()`` packs every binary conv into bits (the shipped form);
+    ``load_state_dict`` accepts either form."""
+
+    method = "bidiffsr"
+
+    def __init__(self, cfg: BIDiffSRConfig):
+        super().__init__()
+        self.cfg, self.scale, self.default_steps = cfg, cfg.scale, cfg.steps
+        self.unet = BIDiffSRUNet(cfg)
+        grid = self.unet.downsample_factor
+        self.multiple_of = grid // math.gcd(grid, cfg.scale)
+        self.minimum = 2 * self.multiple_of
+        # the bottleneck attention is global: tiles cannot be exact; 32 LR px of overlap as
+        # YONOS, and 64 px LR tiles (256 px HR: the paper's training crops)
+        self.tile_overlap, self.max_tile = 32, 64
+        # float32 activations alive at once at HR resolution, dominated by the level-0 skips
+        # (res_blocks + 2 maps of C) plus ~4 working maps of C
+        self.bytes_per_lr_pixel = 4.0 * cfg.scale**2 * cfg.channels * (cfg.res_blocks + 6)
+        abar = alphas_cumprod(linear_betas(cfg.train_timesteps, cfg.beta_start, cfg.beta_end))
+        self.register_buffer("abar", abar.float(), persistent=False)
+
+    def fuse(self) -> None:
+        """Pack every BIConv's weights (sign bits + per-channel scale), in place."""
+        for m in self.modules():
+            if isinstance(m, BIConv):
+                m.pack()
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """Load the training form, or the packed form (then the model is packed first)."""
+        if any(k.endswith(".conv.bits") for k in state_dict):
+            self.fuse()
+        return super().load_state_dict(state_dict, strict, assign)
+
+    def predict_eps(self, x_t: Tensor, t: Tensor, cond: Tensor) -> Tensor:
+        return self.unet(x_t, cond, t)
+
+    def super_resolve(self, lr: Tensor, noise: Tensor, steps: int) -> Tensor:
+        """LR [B, 3, h, w] and x_T [B, 3, sh, sw] -> SR [B, 3, sh, sw] by ``steps`` DDIM steps."""
+        cond = imresize(lr, self.scale)
+        ts = ddim_timesteps(self.cfg.train_timesteps, steps, "leading")
+        x0 = sample(lambda x, t: self.predict_eps(x, t, cond), noise, self.abar, ts, "eps")
+        return x0.clamp(0, 1)
+
+    def tile_noise(self, lr: Tensor, seed: int = 0) -> Tensor:
+        """The image's x_T [1, 3, sH, sW], carried at LR resolution as PixelUnshuffle_s(x_T)
+        [1, 3 s^2, H, W] so every tile gets its crop of one noise field."""
+        g = torch.Generator(device=lr.device).manual_seed(seed)
+        h, w = lr.shape[-2:]
+        s = self.scale
+        noise = torch.randn((lr.shape[0], 3, s * h, s * w), generator=g, device=lr.device)
+        return F.pixel_unshuffle(noise, s)
+
+    @torch.no_grad()
+    def prepare(self, lr: Tensor, steps: int | None = None, seed: int = 0) -> TileFn:
+        """Tiles arrive as cat(LR, ``tile_noise``) [B, 3 + 3 s^2, th, tw]."""
+        del lr, seed  # the noise comes with the tiles
+        n = steps or self.default_steps
+        return lambda tile: self.super_resolve(tile[:, :3], F.pixel_shuffle(tile[:, 3:],
+                                                                             self.scale), n)
+
+    def forward(self, lr: Tensor) -> Tensor:
+        """Whole images [B, 3, h, w] (sides multiples of ``multiple_of``), seed 0, default steps."""
+        check_divisible(lr, self.multiple_of)
+        return torch.cat([self.prepare(x)(torch.cat([x, self.tile_noise(x)], 1))
+                          for x in lr.split(1)])

@@ -1,0 +1,214 @@
+"""BI-DiffSR: paper sizes, where full precision sits, sampler wiring, seeds, the training loss,
+packed deployment (bitwise == simulated) and the zoo / training round trips."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+
+from fastdiffsr.api import UpscaleOptions, upscale_tensor
+from fastdiffsr.diffusion.sampling import q_sample
+from fastdiffsr.methods.bidiffsr import recipe as br
+from fastdiffsr.methods.bidiffsr.model import BIDiffSR, BIDiffSRConfig, ResBlock
+from fastdiffsr.nn.binary import (
+    BIConv,
+    BinaryConv2d,
+    CSFusion,
+    FPConv,
+    PackedBinaryConv2d,
+    binary_complexity,
+)
+from fastdiffsr.resize import imresize
+from fastdiffsr.train.run import load_recipe, run
+from fastdiffsr.zoo import load_model, save_model
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = BIDiffSRConfig(channels=8, channel_mults=(1, 2), res_blocks=1, norm_groups=4,
+                      fp_levels=(0,), steps=2)
+
+
+def _model(cfg: BIDiffSRConfig = TINY) -> BIDiffSR:
+    torch.manual_seed(0)
+    model = BIDiffSR(cfg).eval()
+    with torch.no_grad():  # TaR / TaA start at zero shifts: make every part non-trivial
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model
+
+
+def _paper() -> BIDiffSR:
+    _, _, recipe = load_recipe(ROOT / "configs" / "bidiffsr" / "paper.toml")
+    return BIDiffSR(recipe.model).eval()
+
+
+def test_paper_params_and_ops() -> None:
+    """README: 4.58M params (binary / 32 + FP), 36.67G OPs for a 3x256x256 output."""
+    model = _paper()
+    x, t = torch.randn(1, 3, 256, 256), torch.tensor([1000])
+    c = binary_complexity(model, lambda: model.unet(x, x, t))
+    assert abs(c.params / 4.58e6 - 1) < 0.02
+    assert abs(c.ops / 36.67e9 - 1) < 0.03
+    assert c.binary_params > 10 * c.fp_params  # most weights are binary
+
+
+def test_full_precision_exactly_where_the_official_code_has_it() -> None:
+    unet = _paper().unet
+    assert all(isinstance(m, BIConv) for b in unet.down if isinstance(b, ResBlock)
+               for m in (b.conv1, b.conv2))
+    assert isinstance(unet.mid1.conv1, BIConv) and isinstance(unet.mid2.conv2, BIConv)
+    # decoder: 4 levels x 3 (CS-Fusion, ResBlock) pairs, lowest resolution first, CP-Up between
+    fusions = [m for m in unet.up if isinstance(m, CSFusion)]
+    blocks = [m for m in unet.up if isinstance(m, ResBlock)]
+    assert len(fusions) == len(blocks) == 12
+    fp = [isinstance(f.conv1, FPConv) for f in fusions]
+    assert fp == [False] * 6 + [True] * 6  # levels 1 and 0 (official fp_res = [256, 128])
+    assert [isinstance(b.conv1, FPConv) for b in blocks] == fp
+    # 6 binary (CS-Fusion, ResBlock) pairs of 2 + 2 BIConvs, and 3 CP-Ups (always binary) of 2
+    assert sum(isinstance(m, BIConv) for m in unet.up.modules()) == 6 * 4 + 3 * 2
+    assert unet.conv_in.weight.shape == (64, 6, 3, 3)
+    assert unet.conv_out.weight.shape == (3, 64, 3, 3)
+    assert unet.mid_attn.norm.num_groups == 16
+
+
+def test_shapes_seeds_and_size_requirements() -> None:
+    model = _model()
+    assert model.multiple_of == 1  # HR side multiple of 2 at x4
+    lr = torch.rand(1, 3, 6, 10)
+    a = model(lr)
+    assert a.shape == (1, 3, 24, 40) and a.min() >= 0 and a.max() <= 1
+    assert torch.equal(a, model(lr))
+    noise = model.tile_noise(lr, seed=1)
+    assert noise.shape == (1, 48, 6, 10)
+    b = model.prepare(lr, seed=1)(torch.cat([lr, noise], 1))
+    assert (a - b).abs().max() > 1e-3  # another seed, another sample
+    paper = BIDiffSR(BIDiffSRConfig())
+    assert paper.multiple_of == 2 and paper.default_steps == 50
+
+
+def test_tile_noise_is_the_hr_noise_unshuffled() -> None:
+    """x_T is drawn at HR resolution; tiles carry their crop as PixelUnshuffle_4(x_T)."""
+    model, lr = _model(), torch.rand(1, 3, 8, 12)
+    noise = model.tile_noise(lr, seed=7)
+    g = torch.Generator().manual_seed(7)
+    assert torch.equal(F.pixel_shuffle(noise, 4), torch.randn(1, 3, 32, 48, generator=g))
+    crop = noise[..., 2:6, 4:8]
+    assert torch.equal(F.pixel_shuffle(crop, 4), F.pixel_shuffle(noise, 4)[..., 8:24, 16:32])
+
+
+def test_tiles_receive_their_crop_of_the_image_noise() -> None:
+    model, lr = _model(), torch.rand(1, 3, 24, 40)
+    full = model.tile_noise(lr, seed=3)
+    received = []
+    prepare = model.prepare
+
+    def spy(x, steps=None, seed=0):
+        fn = prepare(x, steps, seed)
+        return lambda tile: (received.append(tile[:, 3:].clone()), fn(tile))[1]
+
+    model.prepare = spy
+    out = upscale_tensor(model, lr, UpscaleOptions(tile=16, tile_overlap=4, batch_tiles=1, seed=3))
+    assert out.shape == (1, 3, 96, 160)
+    starts = [(y, x) for y in (0, 8) for x in (0, 12, 24)]
+    assert len(received) == len(starts)
+    for tile, (y, x) in zip(received, starts, strict=True):
+        assert torch.equal(tile, full[..., y : y + 16, x : x + 16])
+
+
+def test_ddim_visits_leading_timesteps_with_eps_prediction() -> None:
+    model, seen = _model(), []
+    forward = model.unet.forward
+    model.unet.forward = lambda x, c, t: (seen.append(t.tolist()), forward(x, c, t))[1]
+    model.prepare(torch.rand(1, 3, 4, 4), steps=4)(torch.rand(1, 51, 4, 4))
+    assert seen == [[1500], [1000], [500], [0]]  # diffusers' DDIMScheduler, T = 2000
+
+
+def test_training_loss_is_l1_on_eps() -> None:
+    stage = br.DiffusionStage(TINY, val_steps=1)
+    hr = torch.rand(3, 3, 16, 16)
+    lr = imresize(hr, 0.25)
+    torch.manual_seed(5)
+    loss, _ = stage(lr, hr)
+    torch.manual_seed(5)
+    abar = stage.model.abar
+    t = torch.randint(len(abar), (3,))
+    eps = torch.randn_like(hr)
+    with torch.no_grad():
+        pred = stage.model.unet(q_sample(hr, abar[t], eps), imresize(lr, 4), t)
+    assert torch.allclose(loss, F.l1_loss(pred, eps))
+    loss.backward()
+    w = stage.model.unet.down[0].conv1.conv.weight
+    assert w.grad is not None and w.grad.abs().sum() > 0
+
+
+def test_packed_model_matches_training_form_and_bitwise_matches_simulated() -> None:
+    model = _model()
+    packed = copy.deepcopy(model)
+    packed.fuse()
+    assert not any(isinstance(m, BinaryConv2d) for m in packed.modules())
+    x, c, t = torch.randn(2, 3, 16, 16), torch.rand(2, 3, 16, 16), torch.tensor([3, 1999])
+    with torch.no_grad():
+        ref, simulated = model.unet(x, c, t), packed.unet(x, c, t)
+        for m in packed.modules():
+            if isinstance(m, PackedBinaryConv2d):
+                m.bitwise = True
+        bitwise = packed.unet(x, c, t)
+    assert (ref - simulated).abs().max() < 1e-4
+    assert (bitwise - simulated).abs().max() < 1e-5
+
+
+def _bits_keys(path: Path) -> tuple[list[str], list[str]]:
+    with safe_open(str(path), framework="pt") as f:
+        keys = list(f.keys())
+        bits = [k for k in keys if k.endswith(".conv.bits")]
+        assert all(f.get_tensor(k).dtype == torch.uint8 for k in bits)
+    return keys, bits
+
+
+def test_zoo_round_trip_stores_packed_bits(tmp_path) -> None:
+    model = _model()
+    model.fuse()
+    path = save_model(model, tmp_path / "tiny.safetensors")
+    keys, bits = _bits_keys(path)
+    n_binary = sum(isinstance(m, BIConv) for m in model.modules())
+    assert len(bits) == n_binary
+    assert not any(k.endswith(".conv.weight") and ".conv1.conv." in k for k in keys)
+    lr = torch.rand(1, 3, 8, 8)
+    expected = model(lr)
+    assert torch.equal(load_model(path)(lr), expected)
+    assert torch.equal(load_model(path, deploy=False)(lr), expected)
+    # a training-form file is packed on load
+    train_form = _model()
+    path2 = save_model(train_form, tmp_path / "train.safetensors")
+    assert _bits_keys(path2)[1] == []
+    assert torch.allclose(load_model(path2)(lr), train_form(lr), atol=1e-4)
+
+
+def tiny_bidiffsr_toml(data: Path) -> str:
+    return ("method = \"bidiffsr\"\nname = \"bidiffsr-tiny\"\nval_steps = 1\n[model]\n"
+            "channels = 8\nchannel_mults = [1, 2]\nres_blocks = 1\nnorm_groups = 4\n"
+            "fp_levels = [0]\nsteps = 2\n[diffusion]\nsteps = 1\nbatch_size = 2\nlr_patch = 8\n"
+            "warmup = 1\nval_every = 1\ncheckpoint_every = 1\nlog_every = 1\nworkers = 0\n"
+            f"holdout = 1\ndata = \"{data}\"\n")
+
+
+def test_one_training_step_exports_a_packed_model(tmp_path, train_folder) -> None:
+    config = tmp_path / "tiny.toml"
+    config.write_text(tiny_bidiffsr_toml(train_folder))
+    out = tmp_path / "run"
+    path = run(config, out, torch.device("cpu"), None, False)
+    assert path == out / "bidiffsr-tiny.safetensors"
+    assert '"val_psnr"' in (out / "diffusion" / "log.jsonl").read_text()
+    assert _bits_keys(path)[1]
+    model = load_model(path)
+    assert model(torch.rand(1, 3, 8, 8)).shape == (1, 3, 32, 32)
+
+
+@pytest.mark.parametrize("name", ["paper", "x4"])
+def test_configs_load(name: str) -> None:
+    _, _, recipe = load_recipe(ROOT / "configs" / "bidiffsr" / f"{name}.toml")
+    assert recipe.model.train_timesteps == 2000 and recipe.model.timestep_groups == 5
