@@ -11,6 +11,7 @@ in the stage they come from.
 from __future__ import annotations
 
 import argparse
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,7 @@ from fastdiffsr.train.run import load_recipe
 ROOT = Path(__file__).resolve().parents[1]
 SETS = ("Set5", "B100")
 ROWS = (  # (label, stage the UNet + decoder come from, steps)
-    ("distilled student, fine-tuned decoder (shipped)", "decoder", 1),
+    ("distilled student, fine-tuned decoder (the exported model)", "decoder", 1),
     ("distilled student, fine-tuned decoder", "decoder", 4),
     ("distilled student, autoencoder's decoder", "student_x4", 1),
     ("distilled student, autoencoder's decoder", "student_x4", 4),
@@ -51,6 +52,16 @@ def reconstruction_psnr(model: YONOS, root: Path, name: str) -> float:
     return float(np.mean(out))
 
 
+def without_unet(model: YONOS) -> YONOS:
+    """A copy whose UNet outputs zero, so x0_hat = z_lr (needs the residual x0)."""
+    if not model.cfg.residual:
+        raise ValueError("the bypass row needs residual = true")
+    bypass = copy.deepcopy(model)
+    torch.nn.init.zeros_(bypass.unet.conv_out.weight)
+    torch.nn.init.zeros_(bypass.unet.conv_out.bias)
+    return bypass
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--run", type=Path, required=True, help="training folder of yonos-x4")
@@ -70,6 +81,9 @@ def main() -> None:
                   for s in SETS]
         rows.append(f"| {label} | {steps} | " + " | ".join(f"{p:.2f}" for p in scores) + " |")
     ae = assemble(recipe, args.run, "student_x4").eval()
+    bypass = [evaluate_set(without_unet(ae), args.data, s)[0].psnr for s in SETS]
+    rows.append("| UNet bypassed: Dec(z_lr), what the residual x0 starts from | 1 | "
+                + " | ".join(f"{p:.2f}" for p in bypass) + " |")
     rec = [reconstruction_psnr(ae, args.data, s) for s in SETS]
     rows.append("| autoencoder reconstruction of HR (ceiling) | - | "
                 + " | ".join(f"{p:.2f}" for p in rec) + " |")

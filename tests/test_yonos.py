@@ -234,3 +234,14 @@ def test_shipped_seeds_change_only_uncertain_pixels() -> None:
     spread = torch.nn.functional.avg_pool2d(diff[None], 8)[0].flatten()
     busy = detail > detail.median()
     assert spread[busy].mean() > 1.5 * spread[~busy].mean()
+
+
+@SHIPPED
+def test_shipped_tiled_upscaling_has_no_seams() -> None:
+    """A 192 px LR image in 128 px tiles (the model's ``max_tile``) through the shipped model."""
+    model = load_model("yonos-x4")
+    lr = downscale(picture_to_tensor(draw_scene(768)), 4)
+    out = upscale_tensor(model, lr)
+    seam, interior = seam_and_interior(out, border_locations(192, model.max_tile,
+                                                             model.tile_overlap, 4))
+    assert seam <= interior
