@@ -6,7 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
+from fastdiffsr.api import UpscaleOptions, upscale_tensor
 from fastdiffsr.demo import draw_scene
 from fastdiffsr.imageio import Picture, write_image
 
@@ -43,3 +45,20 @@ def tiny_rdsr_toml(data: Path, batch: int = 2, steps: int = 4, workers: int = 0)
     return ("method = \"rdsr\"\nname = \"rdsr-tiny\"\n[model]\nchannels = 8\nblocks = 2\n"
             "prior_dim = 8\nlpe_channels = 8\ndenoiser_width = 16\n"
             f"[prior]\n{stage}[diffusion]\n{stage}")
+
+
+def tile_noise_received(model, lr: torch.Tensor, seed: int) -> tuple[torch.Tensor, list,
+                                                                     torch.Tensor]:
+    """Upscale ``lr`` in 16 px tiles (overlap 4) and record the noise channels each tile's
+    function receives: (the image's ``tile_noise``, the received crops, the output)."""
+    full = model.tile_noise(lr, seed=seed)
+    received = []
+    prepare = model.prepare
+
+    def spy(x, steps=None, seed=0):
+        fn = prepare(x, steps, seed)
+        return lambda tile: (received.append(tile[:, 3:].clone()), fn(tile))[1]
+
+    model.prepare = spy
+    opts = UpscaleOptions(tile=16, tile_overlap=4, batch_tiles=1, seed=seed)
+    return full, received, upscale_tensor(model, lr, opts)

@@ -11,7 +11,6 @@ import torch
 import torch.nn.functional as F
 from safetensors import safe_open
 
-from fastdiffsr.api import UpscaleOptions, upscale_tensor
 from fastdiffsr.diffusion.sampling import q_sample
 from fastdiffsr.methods.bidiffsr import recipe as br
 from fastdiffsr.methods.bidiffsr.model import BIDiffSR, BIDiffSRConfig, ResBlock
@@ -26,6 +25,8 @@ from fastdiffsr.nn.binary import (
 from fastdiffsr.resize import imresize
 from fastdiffsr.train.run import load_recipe, run
 from fastdiffsr.zoo import load_model, save_model
+
+from .conftest import tile_noise_received
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = BIDiffSRConfig(channels=8, channel_mults=(1, 2), res_blocks=1, norm_groups=4,
@@ -102,16 +103,7 @@ def test_tile_noise_is_the_hr_noise_unshuffled() -> None:
 
 def test_tiles_receive_their_crop_of_the_image_noise() -> None:
     model, lr = _model(), torch.rand(1, 3, 24, 40)
-    full = model.tile_noise(lr, seed=3)
-    received = []
-    prepare = model.prepare
-
-    def spy(x, steps=None, seed=0):
-        fn = prepare(x, steps, seed)
-        return lambda tile: (received.append(tile[:, 3:].clone()), fn(tile))[1]
-
-    model.prepare = spy
-    out = upscale_tensor(model, lr, UpscaleOptions(tile=16, tile_overlap=4, batch_tiles=1, seed=3))
+    full, received, out = tile_noise_received(model, lr, seed=3)
     assert out.shape == (1, 3, 96, 160)
     starts = [(y, x) for y in (0, 8) for x in (0, 12, 24)]
     assert len(received) == len(starts)

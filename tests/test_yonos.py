@@ -20,6 +20,7 @@ from fastdiffsr.train.run import load_recipe, run
 from fastdiffsr.upscaler import count_params
 from fastdiffsr.zoo import available_models, load_model
 
+from .conftest import tile_noise_received
 from .test_tiling import border_locations, seam_and_interior
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,17 +96,8 @@ def test_same_seed_same_output_other_seed_other_output() -> None:
 def test_tiles_share_the_image_noise() -> None:
     """Every tile receives the crop of one image-wide noise field at its own position."""
     model, lr = _model(), torch.rand(1, 3, 24, 40)
-    full = model.tile_noise(lr, seed=3)  # [1, 4, 24, 40]: r = s / f = 1
-    assert full.shape == (1, 4, 24, 40)
-    received = []
-    prepare = model.prepare
-
-    def spy(x, steps=None, seed=0):
-        fn = prepare(x, steps, seed)
-        return lambda tile: (received.append(tile[:, 3:].clone()), fn(tile))[1]
-
-    model.prepare = spy
-    upscale_tensor(model, lr, UpscaleOptions(tile=16, tile_overlap=4, batch_tiles=1, seed=3))
+    full, received, _ = tile_noise_received(model, lr, seed=3)
+    assert full.shape == (1, 4, 24, 40)  # r = s / f = 1
     assert len(received) > 4
     starts = [(y, x) for y in (0, 8) for x in (0, 12, 24)]
     for tile, (y, x) in zip(received, starts, strict=True):

@@ -65,9 +65,7 @@ class YONOS(Upscaler):
         self.cfg, self.scale, self.default_steps = cfg, cfg.scale, cfg.steps
         self.autoencoder = KLAutoencoder(ae)
         self.unet = UNet(unet)
-        # LR side h needs s h divisible by f (autoencoder) times the UNet's own factor
-        grid = ae.downsample_factor * unet.downsample_factor
-        self.multiple_of = grid // math.gcd(grid, cfg.scale)
+        self.multiple_of = self.lr_multiple(cfg.scale)
         self.minimum = 2 * self.multiple_of
         self.tile_overlap = 32  # LR px, as Edge-SD-SR's tiles; the receptive field is global
         # UNet attention is quadratic in the tile area: 128 px LR tiles (Edge-SD-SR's) keep it
@@ -78,6 +76,11 @@ class YONOS(Upscaler):
         abar = alphas_cumprod(scaled_linear_betas(cfg.train_timesteps, cfg.beta_start,
                                                   cfg.beta_end))
         self.register_buffer("abar", abar.float(), persistent=False)
+
+    def lr_multiple(self, scale: int) -> int:
+        """LR sides must be multiples of this: s h divisible by f times the UNet's factor."""
+        grid = self.cfg.autoencoder.downsample_factor * self.cfg.unet.downsample_factor
+        return grid // math.gcd(grid, scale)
 
     def encode(self, image: Tensor) -> Tensor:
         """Image [B, 3, H, W] in [0, 1] -> scaled latent [B, C, H/f, W/f] (posterior mode)."""
@@ -151,8 +154,7 @@ class YONOS(Upscaler):
     def upscale_any_size(self, lr: Tensor, noise_seed: int, steps: int, scale: int) -> Tensor:
         """Validation helper: LR of any size (reflect-padded to the grid, output cropped)."""
         h, w = lr.shape[-2:]
-        grid = self.cfg.autoencoder.downsample_factor * self.cfg.unet.downsample_factor
-        x = pad_to_requirements(lr, grid // math.gcd(grid, scale), 1)
+        x = pad_to_requirements(lr, self.lr_multiple(scale), 1)
         g = torch.Generator(device=lr.device).manual_seed(noise_seed)
         noise = torch.randn(self.latent_shape(x, scale), generator=g, device=lr.device)
         return self.super_resolve(x, noise, steps, scale)[..., : h * scale, : w * scale]
