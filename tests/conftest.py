@@ -62,3 +62,35 @@ def tile_noise_received(model, lr: torch.Tensor, seed: int) -> tuple[torch.Tenso
     model.prepare = spy
     opts = UpscaleOptions(tile=16, tile_overlap=4, batch_tiles=1, seed=seed)
     return full, received, upscale_tensor(model, lr, opts)
+
+
+def perturbed_unet_model(build, seed: int = 0):
+    """``build()`` under ``seed``, in eval mode, its UNet moved off its init (whose output layer
+    is zero) so that the UNet's output matters."""
+    torch.manual_seed(seed)
+    model = build().eval()
+    with torch.no_grad():
+        for p in model.unet.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model
+
+
+def assert_seed_decides(model) -> None:
+    """Same seed, same output; another seed, another output (a 16 px LR)."""
+    lr = torch.rand(1, 3, 16, 16)
+    a = upscale_tensor(model, lr, UpscaleOptions(seed=1))
+    b = upscale_tensor(model, lr, UpscaleOptions(seed=1))
+    c = upscale_tensor(model, lr, UpscaleOptions(seed=2))
+    assert torch.equal(a, b)
+    assert (a - c).abs().max() > 1e-4
+
+
+def assert_tiles_get_their_noise_crop(model) -> torch.Tensor:
+    """A 24 x 40 LR in 6 tiles of 16 px: each tile receives the crop of the image's one
+    ``tile_noise`` at its own position. Returns that noise."""
+    full, received, _ = tile_noise_received(model, torch.rand(1, 3, 24, 40), seed=3)
+    starts = [(y, x) for y in (0, 8) for x in (0, 12, 24)]
+    assert len(received) == len(starts)
+    for tile, (y, x) in zip(received, starts, strict=True):
+        assert torch.equal(tile, full[..., y : y + 16, x : x + 16])
+    return full

@@ -20,7 +20,7 @@ from fastdiffsr.train.run import load_recipe, run
 from fastdiffsr.upscaler import count_params
 from fastdiffsr.zoo import available_models, load_model
 
-from .conftest import tile_noise_received
+from .conftest import assert_seed_decides, assert_tiles_get_their_noise_crop, perturbed_unet_model
 from .test_tiling import border_locations, seam_and_interior
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,12 +33,7 @@ TINY = YONOSConfig(
 
 
 def _model(cfg: YONOSConfig = TINY, seed: int = 0) -> YONOS:
-    torch.manual_seed(seed)
-    model = YONOS(cfg).eval()
-    with torch.no_grad():
-        for p in model.unet.parameters():  # the UNet's zero-free init, made non-trivial
-            p.add_(0.05 * torch.randn_like(p))
-    return model
+    return perturbed_unet_model(lambda: YONOS(cfg), seed)
 
 
 def test_paper_config_sizes() -> None:
@@ -85,23 +80,13 @@ def test_one_step_is_one_unet_call_at_t_max() -> None:
 
 
 def test_same_seed_same_output_other_seed_other_output() -> None:
-    model, lr = _model(), torch.rand(1, 3, 16, 16)
-    a = upscale_tensor(model, lr, UpscaleOptions(seed=1))
-    b = upscale_tensor(model, lr, UpscaleOptions(seed=1))
-    c = upscale_tensor(model, lr, UpscaleOptions(seed=2))
-    assert torch.equal(a, b)
-    assert (a - c).abs().max() > 1e-4
+    assert_seed_decides(_model())
 
 
 def test_tiles_share_the_image_noise() -> None:
     """Every tile receives the crop of one image-wide noise field at its own position."""
-    model, lr = _model(), torch.rand(1, 3, 24, 40)
-    full, received, _ = tile_noise_received(model, lr, seed=3)
+    full = assert_tiles_get_their_noise_crop(_model())
     assert full.shape == (1, 4, 24, 40)  # r = s / f = 1
-    assert len(received) > 4
-    starts = [(y, x) for y in (0, 8) for x in (0, 12, 24)]
-    for tile, (y, x) in zip(received, starts, strict=True):
-        assert torch.equal(tile, full[..., y : y + 16, x : x + 16])
 
 
 def test_noise_for_latents_finer_than_the_lr() -> None:

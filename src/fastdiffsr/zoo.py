@@ -17,7 +17,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .config import ConfigError, from_dict, to_dict
-from .methods import bicubic, bidiffsr, rdsr, yonos
+from .methods import bicubic, bidiffsr, edgesdsr, rdsr, yonos
 from .upscaler import Upscaler
 
 FORMAT = "fastdiffsr"
@@ -27,7 +27,7 @@ ALIASES = {"bicubic": "bicubic-x4"}
 
 # The registry: method name -> module with ``Config`` and ``build(cfg) -> Upscaler``.
 METHODS: dict[str, ModuleType] = {"bicubic": bicubic, "rdsr": rdsr, "yonos": yonos,
-                                  "bidiffsr": bidiffsr}
+                                  "bidiffsr": bidiffsr, "edgesdsr": edgesdsr}
 
 
 class ModelFileError(ValueError):

@@ -6,6 +6,12 @@ argument is a scalar tensor (or float) or a [B] tensor, broadcast over x's trail
 cast to x's dtype. Papers: DDPM (Ho et al. 2020), DDIM (Song et al. 2021), v-prediction
 (Salimans & Ho 2022).
 
+Drift (Edge-SD-SR's forward process, Hadji, Noroozi et al. 2025): with ``drift = d`` (a tensor of
+x's shape) the forward process runs from x0 toward d instead of toward 0,
+x_t = sqrt(abar_t) x0 + (1 - sqrt(abar_t)) d + sqrt(1 - abar_t) eps. It is DDPM's process on
+y = x - d, so each formula below holds for c_t = x_t - (1 - sqrt(abar_t)) d = sqrt(abar_t) x0 +
+sqrt(1 - abar_t) eps in place of x_t; ``drift=None`` is d = 0, the plain process.
+
 Timesteps and the final step mirror diffusers' ``DDIMScheduler`` with ``steps_offset=0``,
 ``set_alpha_to_one=True``, ``clip_sample=False``, ``thresholding=False``.
 """
@@ -29,10 +35,13 @@ def _bcast(a: Tensor | float, x: Tensor) -> Tensor:
     return a.reshape(a.shape + (1,) * (x.ndim - a.ndim))
 
 
-def q_sample(x0: Tensor, abar_t: Tensor | float, noise: Tensor) -> Tensor:
-    """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, a draw of q(x_t | x0) (DDPM Eq. 4)."""
+def q_sample(x0: Tensor, abar_t: Tensor | float, noise: Tensor, drift: Tensor | None = None
+             ) -> Tensor:
+    """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, a draw of q(x_t | x0) (DDPM Eq. 4); with a
+    drift d, x_t = sqrt(abar_t) x0 + (1 - sqrt(abar_t)) d + sqrt(1 - abar_t) eps."""
     a = _bcast(abar_t, x0)
-    return a.sqrt() * x0 + (1 - a).sqrt() * noise
+    x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
+    return x_t if drift is None else x_t + (1 - a.sqrt()) * drift
 
 
 def v_target(x0: Tensor, eps: Tensor, abar_t: Tensor | float) -> Tensor:
@@ -80,22 +89,36 @@ def ddim_step(
     kind: Kind,
     eta: float = 0.0,
     noise: Tensor | None = None,
+    drift: Tensor | None = None,
 ) -> Tensor:
     """One DDIM step x_t -> x_prev (DDIM Eq. 12, sigma_t from Eq. 16).
 
     x_prev = sqrt(abar_prev) x0_hat + sqrt(1 - abar_prev - sigma_t^2) eps_hat + sigma_t noise.
     ``noise`` (standard normal, x's shape) is required when eta > 0; pass it explicitly so the
     step stays a pure function (diffusers' ``variance_noise``).
+
+    With a drift d the step is DDIM's on y = x - d (whose process is DDPM's), mapped back:
+
+        eps_hat = (x_t - sqrt(abar_t) x0_hat - (1 - sqrt(abar_t)) d) / sqrt(1 - abar_t)
+        x_prev  = sqrt(abar_prev) x0_hat + (1 - sqrt(abar_prev)) d
+                  + sqrt(1 - abar_prev - sigma_t^2) eps_hat + sigma_t noise
+
+    i.e. the mean of q(x_prev | x_t, x0_hat) gains the (1 - sqrt(abar_prev)) d term of the
+    marginal at abar_prev; at abar_prev = 1 the step returns x0_hat exactly.
     """
-    x0_hat, eps_hat = pred_to_x0_eps(pred, x_t, abar_t, kind)
     a_p = _bcast(abar_prev, x_t)
+    if drift is not None:
+        x_t = x_t - (1 - _bcast(abar_t, x_t).sqrt()) * drift  # c_t: the drift taken out
+    x0_hat, eps_hat = pred_to_x0_eps(pred, x_t, abar_t, kind)
     if eta == 0:
-        return a_p.sqrt() * x0_hat + (1 - a_p).sqrt() * eps_hat
-    if noise is None:
+        x_prev = a_p.sqrt() * x0_hat + (1 - a_p).sqrt() * eps_hat
+    elif noise is None:
         raise ValueError("ddim_step with eta > 0 needs `noise`")
-    sigma = _bcast(ddim_sigma(_bcast(abar_t, x_t), a_p, eta), x_t)
-    direction = (1 - a_p - sigma**2).clamp(min=0).sqrt() * eps_hat
-    return a_p.sqrt() * x0_hat + direction + sigma * noise
+    else:
+        sigma = _bcast(ddim_sigma(_bcast(abar_t, x_t), a_p, eta), x_t)
+        direction = (1 - a_p - sigma**2).clamp(min=0).sqrt() * eps_hat
+        x_prev = a_p.sqrt() * x0_hat + direction + sigma * noise
+    return x_prev if drift is None else x_prev + (1 - a_p.sqrt()) * drift
 
 
 def ddim_timesteps(num_train_steps: int, num_steps: int, spacing: Spacing = "leading") -> Tensor:
@@ -130,6 +153,7 @@ def sample(
     kind: Kind,
     generator: torch.Generator | None = None,
     eta: float = 0.0,
+    drift: Tensor | None = None,
 ) -> Tensor:
     """The N-step DDIM sampler: x_T -> x_0 over ``timesteps`` (descending, e.g. ddim_timesteps).
 
@@ -139,6 +163,7 @@ def sample(
     i.e. to the clean sample (diffusers' ``final_alpha_cumprod`` with ``set_alpha_to_one=True``).
     With eta > 0 the step noise is also drawn from ``generator``, after each ``denoise`` call,
     so a seeded generator makes the whole chain deterministic. Runs with the caller's grad mode.
+    ``drift`` (x's shape) samples the drifted process (every step is ``ddim_step``'s with it).
 
     diffusers' ``step`` instead takes abar_prev = abar[t - T // n]; both agree for "leading"
     spacing, and for "trailing" when n divides T.
@@ -150,7 +175,7 @@ def sample(
         pred = denoise(x, torch.full((x.shape[0],), t, dtype=torch.long, device=x.device))
         abar_prev = one if t_prev is None else abar[t_prev]
         noise = None if eta == 0 else _randn(x.shape, generator, x.dtype, x.device)
-        x = ddim_step(x, pred, abar[t], abar_prev, kind, eta, noise)
+        x = ddim_step(x, pred, abar[t], abar_prev, kind, eta, noise, drift)
     return x
 
 

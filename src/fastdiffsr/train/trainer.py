@@ -2,9 +2,11 @@
 validation, checkpoint/exact resume, JSONL log and a PNG plot; DDP under ``torchrun``.
 
 A stage module is an ``nn.Module`` with ``forward(lr, hr) -> (loss, logs)`` and
-``validation_sr(lr) -> sr``. Randomness inside a step (e.g. diffusion noise) comes from the global
-torch RNG, reseeded at every step from (seed, step, rank): the checkpointed step therefore fixes
-the RNG state, and a resumed run repeats an uninterrupted one exactly.
+``validation_sr(lr) -> sr``; optionally ``param_groups() -> list[ParamGroup]`` to train some
+parameters at their own peak lr and warm-up (e.g. Edge-SD-SR's LR encoder). Randomness inside
+a step (e.g. diffusion noise) comes from the global torch RNG, reseeded at every step from
+(seed, step, rank): the checkpointed step therefore fixes the RNG state, and a resumed run
+repeats an uninterrupted one exactly.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -77,6 +79,40 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
         return (step + 1) / cfg.warmup
     progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+@dataclass(frozen=True)
+class ParamGroup:
+    """Parameters with their own peak ``lr`` and ``warmup`` (None: the stage's), then the
+    stage's cosine decay; groups after the first are logged as ``lr_1``, ``lr_2``, ..."""
+
+    params: list[nn.Parameter]
+    lr: float | None = None
+    warmup: int | None = None
+
+
+def param_groups(module: nn.Module) -> list[ParamGroup]:
+    """The module's ``param_groups()``, which must list each trainable parameter once, else
+    one group of every trainable parameter."""
+    trainable = [p for p in module.parameters() if p.requires_grad]
+    if not hasattr(module, "param_groups"):
+        return [ParamGroup(trainable)]
+    groups = module.param_groups()
+    listed = [id(p) for g in groups for p in g.params]
+    if len(listed) != len(trainable) or set(listed) != {id(p) for p in trainable}:
+        raise ValueError(f"{type(module).__name__}.param_groups() must list each trainable "
+                         "parameter exactly once")
+    return groups
+
+
+def optimizer(groups: list[ParamGroup], cfg: TrainConfig):
+    """AdamW over the groups and its LambdaLR: per group, ``lr_factor`` with the group's warm-up."""
+    opt = torch.optim.AdamW([{"params": g.params, "lr": cfg.lr if g.lr is None else g.lr}
+                             for g in groups], lr=cfg.lr, betas=cfg.betas,
+                            weight_decay=cfg.weight_decay)
+    schedules = [cfg if g.warmup is None else replace(cfg, warmup=g.warmup) for g in groups]
+    factors = [lambda s, c=c: lr_factor(s, c) for c in schedules]
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factors)
 
 
 def ema_decay(step: int, cfg: TrainConfig) -> float:
@@ -198,9 +234,9 @@ def train_stage(
     torch.manual_seed(cfg.seed)
     model = make_module().to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(trainable, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
+    groups = param_groups(model)
+    trainable = [p for g in groups for p in g.params]
+    opt, sched = optimizer(groups, cfg)
     ckpt, log = Checkpoint(folder), RunLog(folder)
     resuming = resume and ckpt.path.exists()
     start, spent = ckpt.load(model, ema, opt, sched, device) if resuming else (0, 0.0)
@@ -247,8 +283,10 @@ def train_stage(
 def _periodic(step, end, cfg, loss, logs, grad_norm, sched, ema, val_pairs, scale, log, bar, t0):
     """Rank 0's logging and validation after a step."""
     if step % cfg.log_every == 0 or step == end:
-        record = {"step": step, "loss": loss.item(), "lr": sched.get_last_lr()[0],
+        lrs = sched.get_last_lr()
+        record = {"step": step, "loss": loss.item(), "lr": lrs[0],
                   "grad_norm": float(grad_norm), "time": round(time.time() - t0, 1)}
+        record.update({f"lr_{i}": lr for i, lr in enumerate(lrs[1:], 1)})
         record.update({k: v.item() for k, v in logs.items()})
         log.write(record)
         bar.set_postfix(loss=f"{record['loss']:.4f}")

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ...diffusion.sampling import ddim_timesteps, sample
+from ...diffusion.sampling import ddim_timesteps, q_sample, sample
 from ...diffusion.schedules import alphas_cumprod, scaled_linear_betas
 from ...nn.autoencoder import AutoencoderConfig, KLAutoencoder
 from ...nn.layers import check_divisible
@@ -46,10 +46,17 @@ class YONOSConfig:
     steps: int = 1  # default DDIM steps at inference
 
 
-def x0_prediction(unet: UNet, z_t: Tensor, t: Tensor, z_lr: Tensor, residual: bool) -> Tensor:
-    """The clean-latent estimate from cat(z_t, z_lr) [B, 2C, h, w] at timesteps t [B]."""
-    out = unet(torch.cat([z_t, z_lr], dim=1), t)
+def x0_prediction(unet: UNet, z_t: Tensor, t: Tensor, z_lr: Tensor, residual: bool,
+                  concat: bool = True) -> Tensor:
+    """The clean-latent estimate from cat(z_t, z_lr) [B, 2C, h, w] (or z_t [B, C, h, w] alone
+    when not ``concat``) at timesteps t [B]."""
+    out = unet(torch.cat([z_t, z_lr], dim=1) if concat else z_t, t)
     return z_lr + out if residual else out
+
+
+def image_latent(autoencoder: KLAutoencoder, image: Tensor) -> Tensor:
+    """Image [B, 3, H, W] in [0, 1] -> scaled latent [B, C, H/f, W/f] (posterior mode)."""
+    return autoencoder.encode_latent(image * 2 - 1)
 
 
 class YONOS(Upscaler):
@@ -59,10 +66,12 @@ class YONOS(Upscaler):
 
     def __init__(self, cfg: YONOSConfig):
         super().__init__()
-        ae, unet = cfg.autoencoder, cfg.unet
-        if unet.in_channels != 2 * ae.latent_channels or unet.out_channels != ae.latent_channels:
-            raise ValueError("the UNet must map cat(z_t, z_lr) (2C channels) to C channels")
         self.cfg, self.scale, self.default_steps = cfg, cfg.scale, cfg.steps
+        ae, unet = cfg.autoencoder, cfg.unet
+        c = ae.latent_channels
+        if unet.in_channels != (2 * c if self.concat_lr() else c) or unet.out_channels != c:
+            inputs = "cat(z_t, z_lr) (2C channels)" if self.concat_lr() else "z_t (C channels)"
+            raise ValueError(f"the UNet must map {inputs} to C channels")
         self.autoencoder = KLAutoencoder(ae)
         self.unet = UNet(unet)
         self.multiple_of = self.lr_multiple(cfg.scale)
@@ -84,7 +93,7 @@ class YONOS(Upscaler):
 
     def encode(self, image: Tensor) -> Tensor:
         """Image [B, 3, H, W] in [0, 1] -> scaled latent [B, C, H/f, W/f] (posterior mode)."""
-        return self.autoencoder.encode_latent(image * 2 - 1)
+        return image_latent(self.autoencoder, image)
 
     def decode(self, z: Tensor) -> Tensor:
         """Scaled latent [B, C, h, w] -> image [B, 3, f h, f w], nominally in [0, 1]."""
@@ -94,13 +103,27 @@ class YONOS(Upscaler):
         """z_lr = Enc(bicubic_s(LR)): LR [B, 3, h, w] -> [B, C, sh/f, sw/f]."""
         return self.encode(imresize(lr, scale))
 
+    def concat_lr(self) -> bool:
+        """Whether the UNet sees cat(z_t, z_lr) (YONOS: always) or z_t alone."""
+        return True
+
+    def drift(self, z_lr: Tensor) -> Tensor | None:
+        """Where the forward process drifts as t -> T: None (YONOS: toward 0, as DDPM's)."""
+        del z_lr
+        return None
+
     def predict_x0(self, z_t: Tensor, t: Tensor, z_lr: Tensor) -> Tensor:
-        return x0_prediction(self.unet, z_t, t, z_lr, self.cfg.residual)
+        return x0_prediction(self.unet, z_t, t, z_lr, self.cfg.residual, self.concat_lr())
 
     def sample_latent(self, z_lr: Tensor, noise: Tensor, steps: int) -> Tensor:
-        """DDIM (eta = 0) from x_T = noise over ``steps`` trailing timesteps -> z_0 [B, C, h, w]."""
+        """DDIM (eta = 0) from x_T at t = T - 1 over ``steps`` trailing timesteps -> z_0
+        [B, C, h, w]. x_T = noise, or with a drift d the forward process at T - 1 with d standing
+        in for the unknown clean latent: x_T = d + sqrt(1 - abar_{T-1}) noise."""
         timesteps = ddim_timesteps(self.cfg.train_timesteps, steps, "trailing")
-        return sample(lambda z, t: self.predict_x0(z, t, z_lr), noise, self.abar, timesteps, "x0")
+        drift = self.drift(z_lr)
+        x_T = noise if drift is None else q_sample(drift, self.abar[timesteps[0]], noise, drift)
+        return sample(lambda z, t: self.predict_x0(z, t, z_lr), x_T, self.abar, timesteps, "x0",
+                      drift=drift)
 
     def super_resolve(self, lr: Tensor, noise: Tensor, steps: int, scale: int | None = None
                       ) -> Tensor:

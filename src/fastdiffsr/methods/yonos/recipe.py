@@ -95,9 +95,9 @@ class AutoencoderStage(nn.Module):
 class DenoiserStage(nn.Module):
     """``teacher_x2`` and ``direct_x4``: the UNet regresses Enc(HR) at scale ``scale``."""
 
-    def __init__(self, cfg: YONOSConfig, scale: int):
+    def __init__(self, cfg: YONOSConfig, scale: int, model_class: type[YONOS] = YONOS):
         super().__init__()
-        self.model, self.scale = YONOS(cfg), scale
+        self.model, self.scale = model_class(cfg), scale
         self.model.autoencoder.requires_grad_(False)
 
     def lr_of(self, lr: Tensor, hr: Tensor) -> Tensor:
@@ -113,12 +113,18 @@ class DenoiserStage(nn.Module):
         return F.mse_loss(self.model.predict_x0(z_t, t, z_lr), z0), {}
 
 
+def timesteps_and_noise(z0: Tensor, train_timesteps: int) -> tuple[Tensor, Tensor]:
+    """(t [B] ~ U{0..T-1}, eps ~ N(0, I) of z0's shape), in this order from the global RNG."""
+    t = torch.randint(train_timesteps, (z0.shape[0],), device=z0.device)
+    return t, torch.randn_like(z0)
+
+
 def noised_latents(model: YONOS, hr: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """(z_0 = Enc(HR), z_t, t) with t ~ U{0..T-1} and eps ~ N(0, I) from the global RNG."""
     with torch.no_grad():
         z0 = model.encode(hr)
-    t = torch.randint(len(model.abar), (z0.shape[0],), device=z0.device)
-    return z0, q_sample(z0, model.abar[t], torch.randn_like(z0)), t
+    t, eps = timesteps_and_noise(z0, len(model.abar))
+    return z0, q_sample(z0, model.abar[t], eps), t
 
 
 class DistillStage(nn.Module):
@@ -148,9 +154,10 @@ class DecoderStage(nn.Module):
     """``decoder``: Dec(one-step latent of the frozen UNet) -> HR, image loss; only the decoder
     (``post_quant_conv`` and ``decoder``) trains."""
 
-    def __init__(self, cfg: YONOSConfig, gradient_weight: float):
+    def __init__(self, cfg: YONOSConfig, gradient_weight: float,
+                 model_class: type[YONOS] = YONOS):
         super().__init__()
-        self.model, self.gradient_weight = YONOS(cfg), gradient_weight
+        self.model, self.gradient_weight = model_class(cfg), gradient_weight
         self.model.requires_grad_(False)
         self.model.autoencoder.decoder.requires_grad_(True)
         self.model.autoencoder.post_quant_conv.requires_grad_(True)
@@ -198,10 +205,11 @@ def build_stage(recipe: YONOSRecipe, stage: str, out: Path) -> nn.Module:
     return module
 
 
-def assemble(recipe: YONOSRecipe, out: Path, stage: str) -> YONOS:
+def assemble(recipe: YONOSRecipe, out: Path, stage: str, model_class: type[YONOS] = YONOS
+             ) -> YONOS:
     """The inference model held by one finished stage (``decoder``: the shipped model;
     ``student_x4`` / ``direct_x4``: with the autoencoder's own decoder)."""
-    model = YONOS(latent_config(recipe, out))
+    model = model_class(latent_config(recipe, out))
     model.load_state_dict(substate(load_file(stage_weights(out, stage)), "model."))
     return model
 
