@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from safetensors import safe_open
 
+from fastdiffsr.api import UpscaleOptions
+from fastdiffsr.bench import bench_table, time_upscale
 from fastdiffsr.diffusion.sampling import q_sample
 from fastdiffsr.methods.bidiffsr import recipe as br
 from fastdiffsr.methods.bidiffsr.model import BIDiffSR, BIDiffSRConfig, ResBlock
@@ -23,6 +25,7 @@ from fastdiffsr.nn.binary import (
     binary_complexity,
 )
 from fastdiffsr.resize import imresize
+from fastdiffsr.tiling import tile_starts
 from fastdiffsr.train.run import load_recipe, run
 from fastdiffsr.zoo import load_model, save_model
 
@@ -204,3 +207,14 @@ def test_one_training_step_exports_a_packed_model(tmp_path, train_folder) -> Non
 def test_configs_load(name: str) -> None:
     _, _, recipe = load_recipe(ROOT / "configs" / "bidiffsr" / f"{name}.toml")
     assert recipe.model.train_timesteps == 2000 and recipe.model.timestep_groups == 5
+
+
+def test_bench_counts_tiles_and_steps_and_divides_latency_by_steps():
+    """``fastdiffsr bench`` rows of a sampler: tiles (evaluations per step), steps, per step."""
+    model, opts = _model(), UpscaleOptions(tile=16, tile_overlap=4, steps=3)
+    timing = time_upscale(model, 32, repeats=1, opts=opts)
+    assert timing.tiles == len(tile_starts(32, 16, 4)) ** 2 > 1
+    assert timing.steps == 3
+    table = bench_table("tiny", model, [timing], [0.0], threads=1, matmul=100.0)
+    per_step = f"{timing.latency_s * 1e3 / 3:.1f}"
+    assert f"| 32->128 | {timing.tiles} | 3 | {timing.latency_s * 1e3:.1f} | {per_step} |" in table

@@ -86,6 +86,8 @@ class Timing:
     lr_side: int
     latency_s: float  # median over repeats
     flops: int
+    tiles: int  # model evaluations per sampling step
+    steps: int  # sampling steps (0: not a diffusion sampler)
 
     @property
     def gflops_per_s(self) -> float:
@@ -97,7 +99,8 @@ def time_upscale(model: Upscaler, lr_side: int, repeats: int = 5,
     """Median latency of ``upscale_tensor`` on a random lr_side^2 image (after one warm-up)."""
     device = model_device(model)
     x = torch.rand(1, 3, lr_side, lr_side, device=device)
-    upscale_tensor(model, x, opts)
+    tiles = []
+    upscale_tensor(model, x, opts, progress=lambda done, total: tiles.append(total))
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -106,17 +109,22 @@ def time_upscale(model: Upscaler, lr_side: int, repeats: int = 5,
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
     flops = measure_flops(lambda: upscale_tensor(model, x, opts))
-    return Timing(lr_side, statistics.median(times), flops)
+    steps = (opts.steps or model.default_steps) if model.default_steps else 0
+    return Timing(lr_side, statistics.median(times), flops, tiles[-1], steps)
 
 
 def bench_table(name: str, model: Upscaler, timings: list[Timing], peaks_mb: list[float],
                 threads: int, matmul: float) -> str:
+    """Markdown table; a diffusion sampler also gets its steps and the latency per step."""
     rows = [f"`{name}`: {count_params(model):,} params, {threads} threads, matmul floor "
             f"{matmul:.0f} GFLOP/s", "",
-            "| input -> output | latency (ms) | peak RSS rise (MB) | GFLOPs | achieved GFLOP/s |",
-            "| --- | ---: | ---: | ---: | ---: |"]
+            "| input -> output | tiles | steps | latency (ms) | per step (ms) "
+            "| peak RSS rise (MB) | GFLOPs | achieved GFLOP/s |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for t, peak in zip(timings, peaks_mb, strict=True):
         side = t.lr_side * model.scale
-        rows.append(f"| {t.lr_side}->{side} | {t.latency_s * 1e3:.1f} | {peak:.0f} | "
+        per_step = f"{t.latency_s * 1e3 / t.steps:.1f}" if t.steps else ""
+        rows.append(f"| {t.lr_side}->{side} | {t.tiles} | {t.steps or ''} | "
+                    f"{t.latency_s * 1e3:.1f} | {per_step} | {peak:.0f} | "
                     f"{t.flops / 1e9:.2f} | {t.gflops_per_s:.1f} |")
     return "\n".join(rows)
