@@ -26,8 +26,9 @@ from fastdiffsr.zoo import WEIGHTS_DIR, load_model, read_metadata
 SETS = ("Set5", "Set14", "B100")
 
 
-def measure(path: Path, data: Path, threads: int) -> dict:
-    """Scores on the benchmark sets and latency on ``threads`` threads, deployed form."""
+def measure(path: Path, data: Path, threads: int, sizes: list[int], repeats: int) -> dict:
+    """Scores on the benchmark sets and latency (median of ``repeats``) of LR ``sizes`` on
+    ``threads`` threads, deployed form."""
     torch.set_num_threads(threads)
     model = load_model(path)
     scores = {}
@@ -36,8 +37,9 @@ def measure(path: Path, data: Path, threads: int) -> dict:
         scores[name] = {"psnr": round(r.psnr, 3), "ssim": round(r.ssim, 4), "images": r.images}
     timings = {f"{t.lr_side}->{t.lr_side * model.scale}": {
         "latency_ms": round(t.latency_s * 1e3, 1), "gflops": round(t.flops / 1e9, 2),
+        "tiles": t.tiles, "steps": t.steps,
         "peak_rss_mb": round(fresh_process_peak_mb(str(path), t.lr_side, threads=threads))}
-        for t in (time_upscale(model, s) for s in (128, 512))}
+        for t in (time_upscale(model, s, repeats) for s in sizes)}
     return {"scores": scores, "latency": {"threads": threads, "cpu": platform.processor(),
                                           "matmul_gflops": round(matmul_gflops()), **timings},
             "params_deployed": count_params(model),
@@ -70,8 +72,10 @@ def model_card(name: str, prov: dict, size: int, notes: str) -> str:
                        for k, v in s.items())
     val = "\n".join(f"- {k}: " + ", ".join(f"{st}: {p:.2f} dB" for st, p in v)
                     for k, v in prov["validation"].items())
-    lat_rows = "\n".join(f"| {k} | {v['latency_ms']} | {v['gflops']} | {v['peak_rss_mb']} |"
-                         for k, v in lat.items() if "->" in k)
+    lat_rows = "\n".join(
+        f"| {k} | {v['tiles']} | {v['latency_ms']} | "
+        f"{round(v['latency_ms'] / v['steps'], 1) if v['steps'] else ''} | {v['gflops']} | "
+        f"{v['peak_rss_mb']} |" for k, v in lat.items() if "->" in k)
     params = f"{prov['params_deployed']:,} parameters"
     if prov["params_training_form"] != prov["params_deployed"]:
         params += f" deployed ({prov['params_training_form']:,} in the training form)"
@@ -110,8 +114,8 @@ Held-out validation PSNR-Y (EMA weights) during training:
 {lat['cpu'] or 'CPU'}, measured matmul rate {lat['matmul_gflops']} GFLOP/s; the whole
 upscale, per-image work included)
 
-| input -> output | ms | GFLOPs | peak RSS rise (MB) |
-| --- | ---: | ---: | ---: |
+| input -> output | tiles | ms | ms per step | GFLOPs | peak RSS rise (MB) |
+| --- | ---: | ---: | ---: | ---: | ---: |
 {lat_rows}
 {notes}"""
 
@@ -123,10 +127,13 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("../shared/data/bench"))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--notes", type=Path, help="markdown appended to the model card")
+    parser.add_argument("--sizes", default="128,512", help="LR sides to time")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per size")
     args = parser.parse_args()
     meta = read_metadata(args.model)
     prov = {**json.loads(meta["provenance"]), "method": meta["method"]}
-    prov.update(measure(args.model, args.data, args.threads))
+    sizes = [int(x) for x in args.sizes.split(",")]
+    prov.update(measure(args.model, args.data, args.threads, sizes, args.repeats))
     prov["validation"] = validation_history(args.run)
     name = prov["name"]
     dst = WEIGHTS_DIR / f"{name}.safetensors"

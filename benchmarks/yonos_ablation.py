@@ -25,6 +25,7 @@ from fastdiffsr.methods.yonos.recipe import assemble
 from fastdiffsr.metrics import psnr_y, quantize
 from fastdiffsr.tiling import pad_to_requirements
 from fastdiffsr.train.run import load_recipe
+from fastdiffsr.train.trainer import stage_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 SETS = ("Set5", "B100")
@@ -76,6 +77,9 @@ def main() -> None:
     rows = ["| model | steps | " + " | ".join(SETS) + " |",
             "| --- | ---: |" + " ---: |" * len(SETS)]
     for label, stage, steps in ROWS:
+        if not stage_weights(args.run, stage).exists():
+            rows.append(f"| {label} | {steps} |" + " not trained in this run |" * len(SETS))
+            continue
         model = assemble(recipe, args.run, stage).eval()
         scores = [evaluate_set(model, args.data, s, UpscaleOptions(steps=steps))[0].psnr
                   for s in SETS]

