@@ -4,6 +4,7 @@ packed deployment (bitwise == simulated) and the zoo / training round trips."""
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from safetensors import safe_open
 
 from fastdiffsr.api import UpscaleOptions
 from fastdiffsr.bench import bench_table, time_upscale
-from fastdiffsr.diffusion.sampling import q_sample
+from fastdiffsr.diffusion.sampling import ddim_timesteps, q_sample, sample
 from fastdiffsr.methods.bidiffsr import recipe as br
 from fastdiffsr.methods.bidiffsr.model import BIDiffSR, BIDiffSRConfig, ResBlock
 from fastdiffsr.nn.binary import (
@@ -218,3 +219,18 @@ def test_bench_counts_tiles_and_steps_and_divides_latency_by_steps():
     table = bench_table("tiny", model, [timing], [0.0], threads=1, matmul=100.0)
     per_step = f"{timing.latency_s * 1e3 / 3:.1f}"
     assert f"| 32->128 | {timing.tiles} | 3 | {timing.latency_s * 1e3:.1f} | {per_step} |" in table
+
+
+def test_sampler_clips_each_x0_hat_to_the_data_range():
+    """``clip_x0``: every DDIM step clamps x0_hat to [0, 1] (diffusers' clip_sample)."""
+    model, lr = _model(), torch.rand(1, 3, 8, 8)
+    noise = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    cond, ts = imresize(lr, 4), ddim_timesteps(TINY.train_timesteps, 3, "leading")
+    with torch.no_grad():
+        got = model.super_resolve(lr, noise, 3)
+        want = sample(lambda x, t: model.predict_eps(x, t, cond), noise, model.abar, ts, "eps",
+                      clip=(0.0, 1.0))
+        unclipped = BIDiffSR(replace(TINY, clip_x0=False))
+        unclipped.load_state_dict(model.state_dict())
+        assert torch.equal(got, want.clamp(0, 1))
+        assert (got - unclipped.eval().super_resolve(lr, noise, 3)).abs().max() > 1e-3

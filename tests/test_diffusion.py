@@ -27,12 +27,13 @@ KINDS = {"eps": "epsilon", "x0": "sample", "v": "v_prediction"}
 SPACINGS = ("leading", "trailing")
 
 
-def _scheduler(kind: str = "eps", spacing: str = "leading", **kw) -> diffusers.DDIMScheduler:
+def _scheduler(kind: str = "eps", spacing: str = "leading", clip_sample: bool = False, **kw
+               ) -> diffusers.DDIMScheduler:
     return diffusers.DDIMScheduler(
         num_train_timesteps=T,
         prediction_type=KINDS[kind],
         timestep_spacing=spacing,
-        clip_sample=False,
+        clip_sample=clip_sample,
         set_alpha_to_one=True,
         steps_offset=0,
         **kw,
@@ -106,6 +107,24 @@ def test_ddim_step_matches_diffusers(kind: str, spacing: str) -> None:
             got = ddim_step(x, pred, abar[t], abar_prev, kind, eta=eta, noise=noise)
             assert got.dtype == torch.float64
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_ddim_step_clip_matches_diffusers_clip_sample(kind: str) -> None:
+    """``clip`` is diffusers' ``clip_sample``: x0_hat clamped, eps_hat kept."""
+    n, r = 10, 0.5
+    ref = _scheduler(kind, clip_sample=True, clip_sample_range=r)
+    ref.set_timesteps(n)
+    abar = ref.alphas_cumprod.double()
+    for i, t in enumerate(ref.timesteps.tolist()[::3]):
+        x, pred, noise = (3 * _randn(2, 3, 4, 4, seed=10 * i + k) for k in range(3))
+        abar_prev = _diffusers_prev(t, n, abar)
+        for eta in (0.0, 0.7):
+            want = ref.step(pred, t, x, eta=eta, variance_noise=noise).prev_sample
+            got = ddim_step(x, pred, abar[t], abar_prev, kind, eta, noise, clip=(-r, r))
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+            unclipped = ddim_step(x, pred, abar[t], abar_prev, kind, eta, noise)
+            assert (got - unclipped).abs().max() > 1e-3
 
 
 def test_ddim_step_float32_and_batched_abar() -> None:

@@ -90,12 +90,15 @@ def ddim_step(
     eta: float = 0.0,
     noise: Tensor | None = None,
     drift: Tensor | None = None,
+    clip: tuple[float, float] | None = None,
 ) -> Tensor:
     """One DDIM step x_t -> x_prev (DDIM Eq. 12, sigma_t from Eq. 16).
 
     x_prev = sqrt(abar_prev) x0_hat + sqrt(1 - abar_prev - sigma_t^2) eps_hat + sigma_t noise.
     ``noise`` (standard normal, x's shape) is required when eta > 0; pass it explicitly so the
-    step stays a pure function (diffusers' ``variance_noise``).
+    step stays a pure function (diffusers' ``variance_noise``). ``clip = (lo, hi)`` clamps
+    x0_hat to the data range and keeps eps_hat (diffusers' ``clip_sample``, whose range is
+    (-r, r), with ``use_clipped_model_output=False``).
 
     With a drift d the step is DDIM's on y = x - d (whose process is DDPM's), mapped back:
 
@@ -110,6 +113,8 @@ def ddim_step(
     if drift is not None:
         x_t = x_t - (1 - _bcast(abar_t, x_t).sqrt()) * drift  # c_t: the drift taken out
     x0_hat, eps_hat = pred_to_x0_eps(pred, x_t, abar_t, kind)
+    if clip is not None:
+        x0_hat = x0_hat.clamp(*clip)
     if eta == 0:
         x_prev = a_p.sqrt() * x0_hat + (1 - a_p).sqrt() * eps_hat
     elif noise is None:
@@ -154,6 +159,7 @@ def sample(
     generator: torch.Generator | None = None,
     eta: float = 0.0,
     drift: Tensor | None = None,
+    clip: tuple[float, float] | None = None,
 ) -> Tensor:
     """The N-step DDIM sampler: x_T -> x_0 over ``timesteps`` (descending, e.g. ddim_timesteps).
 
@@ -163,7 +169,8 @@ def sample(
     i.e. to the clean sample (diffusers' ``final_alpha_cumprod`` with ``set_alpha_to_one=True``).
     With eta > 0 the step noise is also drawn from ``generator``, after each ``denoise`` call,
     so a seeded generator makes the whole chain deterministic. Runs with the caller's grad mode.
-    ``drift`` (x's shape) samples the drifted process (every step is ``ddim_step``'s with it).
+    ``drift`` (x's shape) samples the drifted process and ``clip`` clamps every x0_hat (both
+    passed to each ``ddim_step``).
 
     diffusers' ``step`` instead takes abar_prev = abar[t - T // n]; both agree for "leading"
     spacing, and for "trailing" when n divides T.
@@ -175,7 +182,7 @@ def sample(
         pred = denoise(x, torch.full((x.shape[0],), t, dtype=torch.long, device=x.device))
         abar_prev = one if t_prev is None else abar[t_prev]
         noise = None if eta == 0 else _randn(x.shape, generator, x.dtype, x.device)
-        x = ddim_step(x, pred, abar[t], abar_prev, kind, eta, noise, drift)
+        x = ddim_step(x, pred, abar[t], abar_prev, kind, eta, noise, drift, clip)
     return x
 
 

@@ -25,9 +25,12 @@ Where we differ from the official code (each a generalisation or a shared-code c
   moves them a little.)
 * The timestep embedding is ``nn.layers.sinusoidal_embedding`` (cosines first; the official
   puts sines first: the same features in another order, before a learned Linear).
-* Sampling is ``diffusion.sampling.sample`` (DDIM, eta = 0, "leading" timesteps as diffusers);
-  diffusers' DDIMScheduler, which the official code uses, also clips x0_hat to [-1, 1] at every
-  step by default (``clip_sample=True``); our sampler does not clip.
+* Sampling is ``diffusion.sampling.sample`` (DDIM, eta = 0, "leading" timesteps as diffusers).
+  diffusers' DDIMScheduler, which the official code uses, clips x0_hat to [-1, 1] at every step
+  by default (``clip_sample=True``); with ``clip_x0`` we clip it to the data range [0, 1]. At
+  T = 2000 the last timesteps keep sqrt(abar_t) ~ 0.02 of the signal, so an eps error there is
+  magnified ~50x in x0_hat: on a held-out training crop, x4 config after 1000 iterations,
+  10 steps gave 10.8 dB unclipped, 10.9 dB clipped to [-1, 1] and 25.8 dB clipped to [0, 1].
 * The condition is our MATLAB-style bicubic (``resize.imresize``), not OpenCV's INTER_CUBIC.
 """
 
@@ -68,6 +71,7 @@ class BIDiffSRConfig:
     beta_start: float = 1e-6
     beta_end: float = 1e-2
     steps: int = 50  # DDIM steps at inference
+    clip_x0: bool = True  # clamp every step's x0_hat to the data range [0, 1]
 
 
 class ResBlock(nn.Module):
@@ -205,7 +209,9 @@ class BIDiffSR(Upscaler):
         """LR [B, 3, h, w] and x_T [B, 3, sh, sw] -> SR [B, 3, sh, sw] by ``steps`` DDIM steps."""
         cond = imresize(lr, self.scale)
         ts = ddim_timesteps(self.cfg.train_timesteps, steps, "leading")
-        x0 = sample(lambda x, t: self.predict_eps(x, t, cond), noise, self.abar, ts, "eps")
+        clip = (0.0, 1.0) if self.cfg.clip_x0 else None
+        x0 = sample(lambda x, t: self.predict_eps(x, t, cond), noise, self.abar, ts, "eps",
+                    clip=clip)
         return x0.clamp(0, 1)
 
     def tile_noise(self, lr: Tensor, seed: int = 0) -> Tensor:
