@@ -2,24 +2,31 @@
 only), jointly trained LR encoder vs one shared frozen encoder, fine-tuned decoder vs the
 autoencoder's own.
 
-The ablation runs differ from configs/edgesdsr/x4.toml in one switch each and share its
-autoencoder (yonos-x4's), seeds and budgets; they stop after ``student_x4``, so the switches are
-compared on the students (before decoder fine-tuning), next to the main run's student; the main
-run's ``decoder`` stage gives the fine-tuned decoder row.
+The switches are compared on four runs of configs/edgesdsr/x4.toml at one reduced budget (the
+main run's teacher_x2 + student_x4 would take about two hours of a CPU core per variant), each
+differing from the "both / joint" run in one ``--set`` of ``VARIANTS``; all share the
+autoencoder (yonos-x4's) and seeds, and are compared on their students with the autoencoder's
+decoder. The main run (full budget) gives the decoder rows.
 
-    F=.venv/bin/fastdiffsr
-    $F train configs/edgesdsr/x4.toml --out runs/edgesdsr-x4
-    for v in concat forward shared; do
+    F=.venv/bin/fastdiffsr C=configs/edgesdsr/x4.toml
+    $F train $C --out runs/edgesdsr-x4
+    run() {  # VARIANT [--set KEY=VALUE]
+      v=$1; shift
       for s in autoencoder teacher_x2 student_x4; do
-        $F train configs/edgesdsr/ablation_$v.toml --out runs/edgesdsr-x4-$v --stage $s
+        $F train $C --out runs/edgesdsr-abl-$v --stage $s \
+          --set teacher_x2.steps=400 --set student_x4.steps=500 "$@"
       done
-    done
+    }
+    run both; run concat --set model.conditioning=concat
+    run forward --set model.conditioning=forward --set model.unet.in_channels=16
+    run shared --set lr_encoder=shared
     .venv/bin/python benchmarks/edgesdsr_ablation.py --run runs/edgesdsr-x4 --threads 2
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import torch
@@ -30,54 +37,62 @@ from fastdiffsr.train.run import load_recipe
 from fastdiffsr.train.trainer import stage_weights
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = ROOT / "configs" / "edgesdsr"
+CONFIG = ROOT / "configs" / "edgesdsr" / "x4.toml"
 SETS = ("Set5", "B100")
-ROWS = (  # (label, run: "main" or an ablation, stage the UNet + decoder come from)
-    ("Edge-SD-SR, fine-tuned decoder (the exported model)", "main", "decoder"),
-    ("Edge-SD-SR student, autoencoder's decoder", "main", "student_x4"),
-    ("concat only", "concat", "student_x4"),
-    ("forward only", "forward", "student_x4"),
-    ("shared frozen encoder", "shared", "student_x4"),
+VARIANTS = {  # the ablation runs: name -> the switch they flip (the budget is the same)
+    "both": (),
+    "concat": ("model.conditioning=concat",),
+    "forward": ("model.conditioning=forward", "model.unet.in_channels=16"),
+    "shared": ("lr_encoder=shared",),
+}
+MAIN_ROWS = (  # (label, stage the UNet + decoder come from)
+    ("full budget, fine-tuned decoder (the exported model)", "decoder"),
+    ("full budget, autoencoder's decoder", "student_x4"),
 )
 
 
+def iterations(folder: Path, stage: str) -> int:
+    """The last step a stage logged (its trained iterations)."""
+    lines = (folder / stage / "log.jsonl").read_text().splitlines()
+    return max(json.loads(line)["step"] for line in lines if line.strip())
+
+
+def row(args, label: str, folder: Path, stage: str, overrides: tuple[str, ...]) -> str:
+    _, _, recipe = load_recipe(CONFIG, overrides)
+    model = assemble(recipe, folder, stage).eval()
+    scores = [evaluate_set(model, args.data, s)[0].psnr for s in SETS]
+    budget = f"{iterations(folder, 'teacher_x2')} + {iterations(folder, 'student_x4')}"
+    decoder = "fine-tuned" if stage == "decoder" else "autoencoder's"
+    return (f"| {label} | {recipe.model.conditioning} | {recipe.lr_encoder} | {budget} | "
+            f"{decoder} | " + " | ".join(f"{p:.2f}" for p in scores) + " |")
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, required=True, help="training folder of edgesdsr-x4")
-    parser.add_argument("--ablations", type=Path, default=None,
-                        help="folder prefix of the ablation runs (default: RUN, i.e. RUN-concat, "
-                             "RUN-forward, RUN-shared)")
+    parser.add_argument("--ablations", type=Path, default=ROOT / "runs" / "edgesdsr-abl",
+                        help="folder prefix of the ablation runs (PREFIX-both, PREFIX-concat, ...)")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "bench")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path,
                         default=ROOT / "benchmarks" / "results" / "edgesdsr_ablation.md")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    prefix = args.ablations or args.run
-    runs = {"main": (CONFIGS / "x4.toml", args.run)}
-    runs.update({v: (CONFIGS / f"ablation_{v}.toml", Path(f"{prefix}-{v}"))
-                 for v in ("concat", "forward", "shared")})
-    missing = [str(stage_weights(runs[r][1], s)) for _, r, s in ROWS
-               if not stage_weights(runs[r][1], s).exists()]
+    runs = [(label, args.run, stage, ()) for label, stage in MAIN_ROWS]
+    runs += [(f"ablation: {v}", Path(f"{args.ablations}-{v}"), "student_x4", o)
+             for v, o in VARIANTS.items()]
+    missing = [str(stage_weights(f, s)) for _, f, s, _ in runs if not stage_weights(f, s).exists()]
     if missing:
-        parser.error("missing trained stages (see the commands at the top of this script): "
-                     + ", ".join(missing))
-    rows = ["| model | conditioning | LR encoder | decoder | " + " | ".join(SETS) + " |",
-            "| --- | --- | --- | --- |" + " ---: |" * len(SETS)]
-    for label, run, stage in ROWS:
-        config, folder = runs[run]
-        _, _, recipe = load_recipe(config)
-        model = assemble(recipe, folder, stage).eval()
-        scores = [evaluate_set(model, args.data, s)[0].psnr for s in SETS]
-        decoder = "fine-tuned" if stage == "decoder" else "autoencoder's"
-        rows.append(f"| {label} | {recipe.model.conditioning} | {recipe.lr_encoder} | {decoder} | "
-                    + " | ".join(f"{p:.2f}" for p in scores) + " |")
+        parser.error("missing trained stages (see the commands in --help): " + ", ".join(missing))
+    rows = ["| run | conditioning | LR encoder | iterations (teacher + student) | decoder | "
+            + " | ".join(SETS) + " |", "| --- | --- | --- | ---: | --- |" + " ---: |" * len(SETS)]
+    rows += [row(args, *r) for r in runs]
     text = "\n".join([
-        "# Edge-SD-SR ablation (edgesdsr-x4 runs, PSNR-Y dB, official LRx4, 1 step, seed 0)", "",
+        "# Edge-SD-SR ablation (PSNR-Y dB, official LRx4, 1 step, seed 0)", "",
         f"Written by `benchmarks/edgesdsr_ablation.py --run {args.run}` ({args.threads} threads).",
-        "Every run starts from the same autoencoder (yonos-x4's) and trains teacher_x2 and "
-        "student_x4 with the same seeds and steps; the ablation rows differ from the second row "
-        "in one switch only.", "", *rows, ""])
+        "The ablation runs share the autoencoder, seeds and budget and differ from the "
+        "\"both\" run in one switch.", "", *rows, ""])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     print(text)

@@ -8,8 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
+from fastdiffsr.config import ConfigError, apply_overrides
 from fastdiffsr.train.run import run
 from fastdiffsr.zoo import load_model
 
@@ -55,6 +57,28 @@ def test_logs_curves_and_provenance(tmp_path, train_folder) -> None:
 
     prov = model_provenance(path)
     assert prov["stages"]["prior"]["steps"] == 4 and prov["hardware"]
+
+
+def test_overrides_set_values_and_are_recorded(tmp_path, train_folder) -> None:
+    cfg = _config(tmp_path, train_folder)
+    sets = ["prior.steps=2", "diffusion.steps=3"]
+    from fastdiffsr.zoo import model_provenance
+
+    prov = model_provenance(run(cfg, tmp_path / "run", CPU, None, resume=False, overrides=sets))
+    assert [prov["stages"][s]["steps"] for s in ("prior", "diffusion")] == [2, 3]
+    assert prov["overrides"] == sets
+
+
+def test_apply_overrides_parses_toml_values_and_rejects_bad_keys() -> None:
+    data = {"name": "x", "model": {"unet": {"in_channels": 32}}, "lr": 1.0}
+    out = apply_overrides(data, ["model.unet.in_channels=16", "name=y z", "lr=5e-4",
+                                 "model.kind=\"a\"", "flags=[1, 2]"])
+    assert out == {"name": "y z", "model": {"unet": {"in_channels": 16}, "kind": "a"},
+                   "lr": 5e-4, "flags": [1, 2]}
+    with pytest.raises(ConfigError, match="no table \\[optim\\]"):
+        apply_overrides(data, ["optim.lr=1"])
+    with pytest.raises(ConfigError, match="not KEY=VALUE"):
+        apply_overrides(data, ["steps"])
 
 
 def test_ddp_two_processes_equal_one_process_at_double_batch(tmp_path, train_folder) -> None:

@@ -67,6 +67,9 @@ def _add_train(sub) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", type=Path, help="output folder (default runs/<config name>)")
     p.add_argument("--stop-at", type=int, help="stop after this step (resume later)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set model.conditioning=concat "
+                        "--set teacher_x2.steps=400 (repeatable; recorded in the model file)")
 
 
 def cmd_upscale(args) -> int:
@@ -101,7 +104,8 @@ def cmd_train(args) -> int:
     from .train.run import run
 
     out = args.out or Path("runs") / args.config.stem
-    path = run(args.config, out, torch.device(args.device), args.stage, args.resume, args.stop_at)
+    path = run(args.config, out, torch.device(args.device), args.stage, args.resume, args.stop_at,
+               args.overrides)
     if path is not None:
         print(f"model written to {path}")
     return 0

@@ -50,6 +50,26 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
     return value
 
 
+def apply_overrides(data: dict[str, Any], overrides: typing.Sequence[str]) -> dict[str, Any]:
+    """``data`` with each ``"a.b.key=value"`` set (value read as TOML, else as a string), e.g.
+    ``model.conditioning=concat`` or ``teacher_x2.steps=400``; the tables must exist."""
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not KEY=VALUE")
+        *tables, name = key.strip().split(".")
+        table = data
+        for t in tables:
+            if not isinstance(table.get(t), dict):
+                raise ConfigError(f"override {item!r}: no table [{t}]")
+            table = table[t]
+        try:
+            table[name] = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            table[name] = text
+    return data
+
+
 def to_dict(cfg: Any) -> dict[str, Any]:
     """Dataclass -> plain dict (tuples become lists) suitable for JSON or TOML."""
     return dataclasses.asdict(cfg)

@@ -9,19 +9,20 @@ from __future__ import annotations
 
 import platform
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
-from ..config import ConfigError, from_dict, load_toml, to_dict
+from ..config import ConfigError, apply_overrides, from_dict, load_toml, to_dict
 from ..zoo import METHODS, save_model
 from .trainer import init_distributed, save_stage, stage_weights, train_stage
 
 
-def load_recipe(path: Path):
-    """(method module, name, recipe dataclass) from a TOML config."""
-    data = load_toml(path)
+def load_recipe(path: Path, overrides: Sequence[str] = ()):
+    """(method module, name, recipe dataclass) from a TOML config and ``KEY=VALUE`` overrides."""
+    data = apply_overrides(load_toml(path), overrides)
     method_name, name = data.pop("method", None), data.pop("name", None)
     if method_name not in METHODS or not hasattr(METHODS[method_name], "Recipe"):
         raise ConfigError(f"{path}: 'method' must be a trainable method, got {method_name!r}")
@@ -38,9 +39,9 @@ def hardware(device: torch.device) -> str:
 
 
 def run(config: Path, out: Path, device: torch.device, stage: str | None, resume: bool,
-        stop_at: int | None = None) -> Path | None:
+        stop_at: int | None = None, overrides: Sequence[str] = ()) -> Path | None:
     """Train the requested stage (or every unfinished stage); returns the exported model path."""
-    method, name, recipe = load_recipe(config)
+    method, name, recipe = load_recipe(config, overrides)
     stages = method.STAGES if stage is None else (stage,)
     known = method.STAGES + method.ABLATION_STAGES
     if stage is not None and stage not in known:
@@ -64,6 +65,7 @@ def run(config: Path, out: Path, device: torch.device, stage: str | None, resume
     provenance = {
         "name": name,
         "config_file": str(config),
+        "overrides": list(overrides),
         "command": " ".join(["fastdiffsr", *sys.argv[1:]]),
         "recipe": to_dict(recipe),
         "hardware": hardware(device),
