@@ -4,9 +4,10 @@ autoencoder's own.
 
 The switches are compared on four runs of configs/edgesdsr/x4.toml at one reduced budget (the
 main run's teacher_x2 + student_x4 would take about two hours of a CPU core per variant), each
-differing from the "both / joint" run in one ``--set`` of ``VARIANTS``; all share the
-autoencoder (yonos-x4's) and seeds, and are compared on their students with the autoencoder's
-decoder. The main run (full budget) gives the decoder rows.
+differing from the "both / joint" run in one ``--set``; all share the autoencoder (yonos-x4's)
+and seeds, and are compared on their students with the autoencoder's decoder. The main run
+(full budget) gives the decoder rows. Each model is built from the recipe its stage trained
+with (``OUT/<stage>/recipe.json``), so the table does not depend on today's config file.
 
     F=.venv/bin/fastdiffsr C=configs/edgesdsr/x4.toml
     $F train $C --out runs/edgesdsr-x4
@@ -33,18 +34,12 @@ import torch
 
 from fastdiffsr.evaluation import evaluate_set
 from fastdiffsr.methods.edgesdsr.recipe import assemble
-from fastdiffsr.train.run import load_recipe
+from fastdiffsr.train.run import stage_recipe
 from fastdiffsr.train.trainer import stage_weights
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = ROOT / "configs" / "edgesdsr" / "x4.toml"
 SETS = ("Set5", "B100")
-VARIANTS = {  # the ablation runs: name -> the switch they flip (the budget is the same)
-    "both": (),
-    "concat": ("model.conditioning=concat",),
-    "forward": ("model.conditioning=forward", "model.unet.in_channels=16"),
-    "shared": ("lr_encoder=shared",),
-}
+VARIANTS = ("both", "concat", "forward", "shared")  # the ablation runs (see above)
 MAIN_ROWS = (  # (label, stage the UNet + decoder come from)
     ("full budget, fine-tuned decoder (the exported model)", "decoder"),
     ("full budget, autoencoder's decoder", "student_x4"),
@@ -57,8 +52,8 @@ def iterations(folder: Path, stage: str) -> int:
     return max(json.loads(line)["step"] for line in lines if line.strip())
 
 
-def row(args, label: str, folder: Path, stage: str, overrides: tuple[str, ...]) -> str:
-    _, _, recipe = load_recipe(CONFIG, overrides)
+def row(args, label: str, folder: Path, stage: str) -> str:
+    _, _, recipe = stage_recipe(folder, stage)
     model = assemble(recipe, folder, stage).eval()
     scores = [evaluate_set(model, args.data, s)[0].psnr for s in SETS]
     budget = f"{iterations(folder, 'teacher_x2')} + {iterations(folder, 'student_x4')}"
@@ -79,10 +74,9 @@ def main() -> None:
                         default=ROOT / "benchmarks" / "results" / "edgesdsr_ablation.md")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    runs = [(label, args.run, stage, ()) for label, stage in MAIN_ROWS]
-    runs += [(f"ablation: {v}", Path(f"{args.ablations}-{v}"), "student_x4", o)
-             for v, o in VARIANTS.items()]
-    missing = [str(stage_weights(f, s)) for _, f, s, _ in runs if not stage_weights(f, s).exists()]
+    runs = [(label, args.run, stage) for label, stage in MAIN_ROWS]
+    runs += [(f"ablation: {v}", Path(f"{args.ablations}-{v}"), "student_x4") for v in VARIANTS]
+    missing = [str(stage_weights(f, s)) for _, f, s in runs if not stage_weights(f, s).exists()]
     if missing:
         parser.error("missing trained stages (see the commands in --help): " + ", ".join(missing))
     rows = ["| run | conditioning | LR encoder | iterations (teacher + student) | decoder | "

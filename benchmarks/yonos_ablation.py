@@ -1,8 +1,8 @@
 """YONOS-SR ablation: scale distillation vs direct x4 training, 1 vs 4 steps, fine-tuned decoder
 vs the autoencoder's own, and the autoencoder's reconstruction (the ceiling of the latent space).
 
-Every model is assembled from one training folder (``recipe.assemble``), so the rows differ only
-in the stage they come from.
+Every model is assembled from one training folder (``recipe.assemble``, with the recipe each stage
+trained with: ``OUT/<stage>/recipe.json``), so the rows differ only in the stage they come from.
 
     .venv/bin/fastdiffsr train configs/yonos/x4.toml --out runs/yonos-x4 --stage direct_x4
     .venv/bin/python benchmarks/yonos_ablation.py --run runs/yonos-x4 --threads 2
@@ -24,7 +24,7 @@ from fastdiffsr.methods.yonos.model import YONOS
 from fastdiffsr.methods.yonos.recipe import assemble
 from fastdiffsr.metrics import psnr_y, quantize
 from fastdiffsr.tiling import pad_to_requirements
-from fastdiffsr.train.run import load_recipe
+from fastdiffsr.train.run import stage_recipe
 from fastdiffsr.train.trainer import stage_weights
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,25 +66,23 @@ def without_unet(model: YONOS) -> YONOS:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--run", type=Path, required=True, help="training folder of yonos-x4")
-    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "yonos" / "x4.toml")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "bench")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path,
                         default=ROOT / "benchmarks" / "results" / "yonos_ablation.md")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    _, _, recipe = load_recipe(args.config)
     rows = ["| model | steps | " + " | ".join(SETS) + " |",
             "| --- | ---: |" + " ---: |" * len(SETS)]
     for label, stage, steps in ROWS:
         if not stage_weights(args.run, stage).exists():
             rows.append(f"| {label} | {steps} |" + " not trained in this run |" * len(SETS))
             continue
-        model = assemble(recipe, args.run, stage).eval()
+        model = assemble(stage_recipe(args.run, stage)[2], args.run, stage).eval()
         scores = [evaluate_set(model, args.data, s, UpscaleOptions(steps=steps))[0].psnr
                   for s in SETS]
         rows.append(f"| {label} | {steps} | " + " | ".join(f"{p:.2f}" for p in scores) + " |")
-    ae = assemble(recipe, args.run, "student_x4").eval()
+    ae = assemble(stage_recipe(args.run, "student_x4")[2], args.run, "student_x4").eval()
     bypass = [evaluate_set(without_unet(ae), args.data, s)[0].psnr for s in SETS]
     rows.append("| UNet bypassed: Dec(z_lr), what the residual x0 starts from | 1 | "
                 + " | ".join(f"{p:.2f}" for p in bypass) + " |")

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from fastdiffsr.config import ConfigError, apply_overrides
-from fastdiffsr.train.run import run
+from fastdiffsr.train.run import load_recipe, run, stage_recipe
 from fastdiffsr.zoo import load_model
 
 from .conftest import ROOT, tiny_rdsr_toml
@@ -60,13 +60,21 @@ def test_logs_curves_and_provenance(tmp_path, train_folder) -> None:
 
 
 def test_overrides_set_values_and_are_recorded(tmp_path, train_folder) -> None:
+    """Overrides reach the stages, the provenance and each stage's recipe.json, which rebuilds
+    the recipe after the config file has changed."""
     cfg = _config(tmp_path, train_folder)
     sets = ["prior.steps=2", "diffusion.steps=3"]
     from fastdiffsr.zoo import model_provenance
 
-    prov = model_provenance(run(cfg, tmp_path / "run", CPU, None, resume=False, overrides=sets))
+    out = tmp_path / "run"
+    prov = model_provenance(run(cfg, out, CPU, None, resume=False, overrides=sets))
     assert [prov["stages"][s]["steps"] for s in ("prior", "diffusion")] == [2, 3]
     assert prov["overrides"] == sets
+    trained = load_recipe(cfg, sets)[2]
+    cfg.write_text(cfg.read_text().replace("channels = 8", "channels = 12"))
+    assert load_recipe(cfg, sets)[2] != trained
+    for stage in ("prior", "diffusion"):
+        assert stage_recipe(out, stage)[2] == trained
 
 
 def test_apply_overrides_parses_toml_values_and_rejects_bad_keys() -> None:

@@ -1,12 +1,14 @@
 """``fastdiffsr train CONFIG.toml``: run a method's stages in order and export the final model.
 
 A config file has ``method`` and ``name`` at the top and the method's recipe tables below.
-Each stage writes ``OUT/<stage>/`` (checkpoint, log, curves, weights); the last one is followed by
+Each stage writes ``OUT/<stage>/`` (checkpoint, log, curves, weights, and ``recipe.json``: the
+config it trained with, overrides applied); the last one is followed by
 ``OUT/<name>.safetensors``, the loadable model with its provenance.
 """
 
 from __future__ import annotations
 
+import json
 import platform
 import sys
 from collections.abc import Sequence
@@ -32,6 +34,26 @@ def load_recipe(path: Path, overrides: Sequence[str] = ()):
     return method, name, from_dict(method.Recipe, data)
 
 
+def stage_recipe(out: Path, stage: str):
+    """(method module, name, recipe) that trained ``OUT/<stage>`` (its ``recipe.json``): a run
+    folder stays loadable after its config file changes."""
+    path = out / stage / "recipe.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ConfigError(f"cannot read the recipe of {out / stage}: {e}") from e
+    method = METHODS[data["method"]]
+    return method, data["name"], from_dict(method.Recipe, data["recipe"])
+
+
+def _write_recipe(out: Path, stage: str, method, name: str, recipe, config: Path,
+                  overrides: Sequence[str]) -> None:
+    (out / stage).mkdir(parents=True, exist_ok=True)
+    data = {"method": next(k for k, m in METHODS.items() if m is method), "name": name,
+            "config_file": str(config), "overrides": list(overrides), "recipe": to_dict(recipe)}
+    (out / stage / "recipe.json").write_text(json.dumps(data, indent=1) + "\n")
+
+
 def hardware(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -51,6 +73,8 @@ def run(config: Path, out: Path, device: torch.device, stage: str | None, resume
         if stage is None and stage_weights(out, s).exists():
             continue
         cfg = getattr(recipe, s)
+        if info.main:
+            _write_recipe(out, s, method, name, recipe, config, overrides)
         ema, seconds = train_stage(lambda s=s: method.build_stage(recipe, s, out), cfg,
                                    recipe.model.scale, out / s, device, resume, stop_at)
         if stop_at is not None and stop_at < cfg.steps:
