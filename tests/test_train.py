@@ -13,7 +13,7 @@ import torch
 
 from fastdiffsr.config import ConfigError, apply_overrides
 from fastdiffsr.train.run import load_recipe, run, stage_recipe
-from fastdiffsr.zoo import load_model
+from fastdiffsr.zoo import load_model, model_provenance
 
 from .conftest import ROOT, tiny_rdsr_toml
 
@@ -53,8 +53,6 @@ def test_logs_curves_and_provenance(tmp_path, train_folder) -> None:
     rows = [json.loads(line) for line in (out / "prior" / "log.jsonl").read_text().splitlines()]
     assert any("val_psnr" in r for r in rows) and any("loss" in r for r in rows)
     assert (out / "prior" / "curves.png").stat().st_size > 0
-    from fastdiffsr.zoo import model_provenance
-
     prov = model_provenance(path)
     assert prov["stages"]["prior"]["steps"] == 4 and prov["hardware"]
 
@@ -64,8 +62,6 @@ def test_overrides_set_values_and_are_recorded(tmp_path, train_folder) -> None:
     the recipe after the config file has changed."""
     cfg = _config(tmp_path, train_folder)
     sets = ["prior.steps=2", "diffusion.steps=3"]
-    from fastdiffsr.zoo import model_provenance
-
     out = tmp_path / "run"
     prov = model_provenance(run(cfg, out, CPU, None, resume=False, overrides=sets))
     assert [prov["stages"][s]["steps"] for s in ("prior", "diffusion")] == [2, 3]
