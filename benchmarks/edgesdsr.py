@@ -59,15 +59,15 @@ def main() -> None:
                         default=ROOT / "benchmarks" / "results" / "edgesdsr.md")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    entries = [("edgesdsr-x4", load_model(args.edge), (128, 512)),
-               ("yonos-x4", load_model(args.yonos), (128, 512)),
-               ("Edge-SD-SR paper config, untrained", paper_model(), (128,))]
+    entries = [("edgesdsr-x4", load_model(args.edge), True),  # (label, model, trained)
+               ("yonos-x4", load_model(args.yonos), True),
+               ("Edge-SD-SR paper config, untrained", paper_model(), False)]
     rows = ["| model | " + " | ".join(f"{s} PSNR / SSIM" for s in SETS)
             + " | params | GFLOPs 128->512 | evaluations 128->512 | 128->512 ms "
               "| evaluations 512->2048 | 512->2048 ms |",
             "| --- |" + " ---: |" * (len(SETS) + 6)]
-    for label, model, sides in entries:
-        trained = len(sides) > 1
+    for label, model, trained in entries:
+        sides = (128, 512) if trained else (128,)
         quality = [evaluate_set(model, args.data, s)[0] if trained else None for s in SETS]
         rows.append(f"| {label} | "
                     + " | ".join(f"{r.psnr:.2f} / {r.ssim:.4f}" if r else "-" for r in quality)
