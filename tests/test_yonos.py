@@ -145,6 +145,19 @@ def test_decoder_stage_trains_only_the_decoder() -> None:
     assert stage.model.autoencoder.decoder.conv_out.weight.grad is not None
 
 
+def test_decoder_stage_can_train_the_unet_end_to_end() -> None:
+    """``train_unet``: the image loss reaches the UNet through the one-step sample; the
+    encoder stays frozen."""
+    stage = yr.DecoderStage(TINY, 0.5, train_unet=True)
+    trainable = {n.split(".")[1] for n, p in stage.named_parameters() if p.requires_grad}
+    assert trainable == {"unet", "autoencoder"}
+    assert not any(p.requires_grad for p in stage.model.autoencoder.encoder.parameters())
+    loss, _ = stage(torch.rand(2, 3, 8, 8), torch.rand(2, 3, 32, 32))
+    loss.backward()
+    assert stage.model.unet.conv_in.weight.grad.abs().sum() > 0
+    assert stage.model.autoencoder.encoder.conv_in.weight.grad is None
+
+
 def test_autoencoder_stage_tracks_latent_std() -> None:
     torch.manual_seed(0)
     stage = yr.AutoencoderStage(TINY, 1e-6, 0.5).train()

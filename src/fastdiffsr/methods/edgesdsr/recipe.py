@@ -154,7 +154,8 @@ def build_stage(recipe: EdgeSDSRRecipe, stage: str, out: Path) -> nn.Module:
         return module
     cfg = yr.latent_config(recipe, out)
     if stage == "decoder":
-        module = yr.DecoderStage(cfg, recipe.gradient_weight, EdgeSDSR)
+        module = yr.DecoderStage(cfg, recipe.gradient_weight, EdgeSDSR,
+                                 train_unet=recipe.decoder_trains_unet)
         module.model.load_state_dict(substate(load_file(stage_weights(out, "student_x4")),
                                               "model."))
         return module

@@ -12,7 +12,8 @@
   teacher's x0_hat(z_t, z_lr2), while it sees z_lr4 of the x4 LR of the same HR crop (scale
   distillation, Sec. 3.2; one round, x2 -> x4).
 * ``decoder``: encoder and UNet frozen; the decoder is fine-tuned on the student's one-step latents
-  with the image loss (Sec. 3.3).
+  with the image loss (Sec. 3.3). ``decoder_trains_unet = true`` (not the paper's) trains the
+  UNet too, end to end through the one-step sample, so its latents also follow the image loss.
 * ``direct_x4`` (ablation): initialised from the teacher like the student, but trained on ground
   truth at x4; the pair (student, direct) differs only in the target.
 """
@@ -50,6 +51,7 @@ class YONOSRecipe:
     direct_x4: TrainConfig = field(default_factory=TrainConfig)
     kl_weight: float = 1e-6
     gradient_weight: float = 0.5
+    decoder_trains_unet: bool = False  # the decoder stage also trains the UNet (not the paper's)
 
 
 def image_loss(sr: Tensor, hr: Tensor, gradient_weight: float) -> Tensor:
@@ -151,16 +153,18 @@ class DistillStage(nn.Module):
 
 
 class DecoderStage(nn.Module):
-    """``decoder``: Dec(one-step latent of the frozen UNet) -> HR, image loss; only the decoder
-    (``post_quant_conv`` and ``decoder``) trains."""
+    """``decoder``: Dec(one-step latent of the UNet) -> HR, image loss; the decoder
+    (``post_quant_conv`` and ``decoder``) trains, and the UNet with ``train_unet``."""
 
     def __init__(self, cfg: YONOSConfig, gradient_weight: float,
-                 model_class: type[YONOS] = YONOS):
+                 model_class: type[YONOS] = YONOS, train_unet: bool = False):
         super().__init__()
         self.model, self.gradient_weight = model_class(cfg), gradient_weight
         self.model.requires_grad_(False)
         self.model.autoencoder.decoder.requires_grad_(True)
         self.model.autoencoder.post_quant_conv.requires_grad_(True)
+        self.model.unet.requires_grad_(train_unet)
+        self.train_unet = train_unet
 
     def validation_sr(self, lr: Tensor, hr: Tensor) -> Tensor:
         del hr
@@ -169,6 +173,7 @@ class DecoderStage(nn.Module):
     def forward(self, lr: Tensor, hr: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         with torch.no_grad():
             z_lr = self.model.lr_latent(lr, self.model.scale)
+        with torch.set_grad_enabled(self.train_unet):
             z0 = self.model.sample_latent(z_lr, torch.randn_like(z_lr), self.model.default_steps)
         return image_loss(self.model.decode(z0), hr, self.gradient_weight), {}
 
@@ -191,7 +196,7 @@ def build_stage(recipe: YONOSRecipe, stage: str, out: Path) -> nn.Module:
         module.model.autoencoder.load_state_dict(substate(ae, "autoencoder."))
         return module
     if stage == "decoder":
-        module = DecoderStage(cfg, recipe.gradient_weight)
+        module = DecoderStage(cfg, recipe.gradient_weight, train_unet=recipe.decoder_trains_unet)
         module.model.load_state_dict(substate(load_file(stage_weights(out, "student_x4")),
                                               "model."))
         return module
