@@ -204,7 +204,7 @@ def _ckpt(out: Path, stage: str) -> dict:
 
 
 def test_stages_train_resume_exactly_and_export(tmp_path, train_folder) -> None:
-    config = _tiny_config(tmp_path / "tiny.toml", train_folder)
+    config = _tiny_config(tmp_path / "tiny.toml", train_folder, "decoder_trains_unet = true\n")
     whole, split = tmp_path / "whole", tmp_path / "split"
     path = run(config, whole, CPU, None, False)
     assert run(config, whole, CPU, "direct_x4", False) is None
@@ -216,7 +216,8 @@ def test_stages_train_resume_exactly_and_export(tmp_path, train_folder) -> None:
     assert len(a["optimizer"]["param_groups"]) == 2
     for key in ("model", "ema"):
         assert all(torch.allclose(a[key][k], b[key][k], atol=1e-6, rtol=0) for k in a[key])
-    # the model file: LR encoder (trained), UNet and decoder (fine-tuned); no HR encoder
+    # the model file: LR encoder (trained), UNet and decoder (both fine-tuned by the decoder
+    # stage with decoder_trains_unet); no HR encoder
     _, _, recipe = load_recipe(config)
     model = load_model(path)
     assert model.method == "edgesdsr" and model.cfg == latent_config(recipe, whole)
@@ -228,6 +229,7 @@ def test_stages_train_resume_exactly_and_export(tmp_path, train_folder) -> None:
                        student.autoencoder.encoder.conv_in.weight)
     assert not torch.equal(model.autoencoder.decoder.conv_out.weight,
                            student.autoencoder.decoder.conv_out.weight)
+    assert not torch.equal(model.unet.conv_in.weight, student.unet.conv_in.weight)
     assert model(torch.rand(1, 3, 8, 8)).shape == (1, 3, 32, 32)
 
 
