@@ -20,20 +20,14 @@ from pathlib import Path
 
 import torch
 
-from fastdiffsr.bench import matmul_gflops, time_upscale
+from fastdiffsr.bench import bench_model, matmul_gflops, time_upscale
 from fastdiffsr.evaluation import evaluate_set
-from fastdiffsr.methods.edgesdsr import EdgeSDSR
-from fastdiffsr.train.run import load_recipe
 from fastdiffsr.upscaler import count_params
 from fastdiffsr.zoo import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SETS = ("Set5", "Set14", "B100")
-
-
-def paper_model() -> EdgeSDSR:
-    _, _, recipe = load_recipe(ROOT / "configs" / "edgesdsr" / "paper.toml")
-    return EdgeSDSR(recipe.model).eval()
+PAPER = ROOT / "configs" / "edgesdsr" / "paper.toml"  # timed with random weights
 
 
 def cost_cells(model, sides: tuple[int, ...], repeats: int) -> list[str]:
@@ -61,7 +55,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     entries = [("edgesdsr-x4", load_model(args.edge), True),  # (label, model, trained)
                ("yonos-x4", load_model(args.yonos), True),
-               ("Edge-SD-SR paper config, untrained", paper_model(), False)]
+               ("Edge-SD-SR paper config, untrained", bench_model(str(PAPER)), False)]
     rows = ["| model | " + " | ".join(f"{s} PSNR / SSIM" for s in SETS)
             + " | params | GFLOPs 128->512 | evaluations 128->512 | 128->512 ms "
               "| evaluations 512->2048 | 512->2048 ms |",

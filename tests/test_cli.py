@@ -190,6 +190,18 @@ def test_bench(capsys, monkeypatch):
     assert "`bicubic`" in out and "| 16->64 |" in out
 
 
+def test_bench_times_a_training_config_with_random_weights(capsys, monkeypatch, tmp_path):
+    """How the paper configs (not trained here) get their latency: ``-n CONFIG.toml``."""
+    monkeypatch.setattr(commands, "matmul_gflops", lambda: 100.0)
+    config = tmp_path / "tiny.toml"
+    config.write_text('method = "rdsr"\nname = "tiny"\n[model]\nscale = 2\nchannels = 8\n'
+                      'blocks = 1\n')
+    code, out, _ = _run(capsys, "bench", "-n", str(config), "--sizes", "16", "--repeats", "1",
+                        "--threads", "1")
+    assert code == 0
+    assert f"`{config} (random weights)`" in out and "| 16->32 |" in out
+
+
 def test_no_command_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as info:
         main([])

@@ -10,10 +10,12 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from .api import DEFAULTS, UpscaleOptions, upscale_tensor
+from .train.run import load_recipe
 from .upscaler import Upscaler, count_params, measure_flops, model_device
 from .zoo import load_model
 
@@ -60,10 +62,23 @@ def matmul_gflops(n: int = 1024, repeats: int = 10) -> float:
     return 2 * n**3 * repeats / (time.perf_counter() - t0) / 1e9
 
 
+def bench_model(spec: str, device: str = "cpu", deploy: bool = True) -> Upscaler:
+    """A shipped name or a weights file (``load_model``), or a training config ``.toml``: the
+    model it configures with random weights, to time a configuration not trained here (the
+    paper configs). Cost does not depend on the weights."""
+    if not spec.endswith(".toml"):
+        return load_model(spec, device, deploy)
+    method, _, recipe = load_recipe(Path(spec))
+    model = method.build(recipe.model)
+    if deploy:
+        model.fuse()
+    return model.to(device).eval()
+
+
 def fresh_process_peak_mb(model: str, lr_side: int, deploy: bool = True, threads: int = 2) -> float:
     """Peak RSS rise (MB) of one upscale in a new process, so no earlier work has grown the heap.
 
-    ``model`` is a shipped name or a file path; the baseline is taken after loading it.
+    ``model`` is what ``bench_model`` takes; the baseline is taken after building it.
     """
     code = ("import sys; from fastdiffsr.bench import _child_peak; a = sys.argv; "
             "print(_child_peak(a[1], int(a[2]), a[3] == '1', int(a[4])))")
@@ -74,7 +89,7 @@ def fresh_process_peak_mb(model: str, lr_side: int, deploy: bool = True, threads
 
 def _child_peak(model: str, lr_side: int, deploy: bool, threads: int) -> float:
     torch.set_num_threads(threads)
-    net = load_model(model, deploy=deploy)
+    net = bench_model(model, deploy=deploy)
     x = torch.rand(1, 3, lr_side, lr_side)
     with PeakRSS() as mem:
         upscale_tensor(net, x)

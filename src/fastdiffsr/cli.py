@@ -50,7 +50,8 @@ def _add_eval(sub) -> None:
 
 def _add_bench(sub) -> None:
     p = sub.add_parser("bench", help="latency, peak memory, params and FLOPs")
-    p.add_argument("-n", "--model", default=DEFAULT_MODEL)
+    p.add_argument("-n", "--model", default=DEFAULT_MODEL,
+                   help="shipped name, weights file, or a training config .toml (random weights)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--sizes", default="128,512", help="LR sides to time")

@@ -9,7 +9,7 @@ import torch
 from tqdm import tqdm
 
 from .api import UpscaleOptions, upscale_picture
-from .bench import bench_table, fresh_process_peak_mb, matmul_gflops, time_upscale
+from .bench import bench_model, bench_table, fresh_process_peak_mb, matmul_gflops, time_upscale
 from .evaluation import evaluate_set, format_table, model_cost, write_report
 from .imageio import Picture, is_image_file, read_image, write_image
 from .zoo import available_models, load_model, model_provenance, resolve
@@ -102,13 +102,14 @@ def evaluate(args) -> int:
 
 def bench(args) -> int:
     """Latency / memory / FLOPs table for the given LR sizes."""
-    model = load_model(args.model, args.device, deploy=not args.unfused)
+    model = bench_model(args.model, args.device, deploy=not args.unfused)
     opts = _options(args)
     sides = [int(s) for s in args.sizes.split(",")]
     threads = torch.get_num_threads()
     peaks = [fresh_process_peak_mb(args.model, s, not args.unfused, threads) for s in sides]
     timings = [time_upscale(model, s, args.repeats, opts) for s in sides]
-    print(bench_table(args.model, model, timings, peaks, threads, matmul_gflops()))
+    name = f"{args.model} (random weights)" if args.model.endswith(".toml") else args.model
+    print(bench_table(name, model, timings, peaks, threads, matmul_gflops()))
     return 0
 
 
