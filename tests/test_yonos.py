@@ -205,15 +205,18 @@ def test_all_stages_train_and_export(tmp_path, train_folder) -> None:
     assert model(torch.rand(1, 3, 8, 8)).shape == (1, 3, 32, 32)
 
 
-SHIPPED = pytest.mark.skipif("yonos-x4" not in available_models(),
-                             reason="yonos-x4 not shipped yet")
+LATENT_MODELS = ("yonos-x4", "edgesdsr-x4")  # shipped on this stack (Edge-SD-SR reuses it)
+SHIPPED = pytest.mark.parametrize("name", [
+    pytest.param(n, marks=pytest.mark.skipif(n not in available_models(),
+                                             reason=f"{n} not shipped yet"))
+    for n in LATENT_MODELS])
 
 
 @SHIPPED
-def test_shipped_seeds_change_only_uncertain_pixels() -> None:
+def test_shipped_seeds_change_only_uncertain_pixels(name: str) -> None:
     """Another seed moves the output far less than the model's own error, and moves detailed
     regions more than flat ones."""
-    model = load_model("yonos-x4")
+    model = load_model(name)
     hr = picture_to_tensor(draw_scene(256))
     lr = downscale(hr, 4)
     a = upscale_tensor(model, lr, UpscaleOptions(seed=0))
@@ -227,9 +230,9 @@ def test_shipped_seeds_change_only_uncertain_pixels() -> None:
 
 
 @SHIPPED
-def test_shipped_tiled_upscaling_has_no_seams() -> None:
+def test_shipped_tiled_upscaling_has_no_seams(name: str) -> None:
     """A 192 px LR image in 128 px tiles (the model's ``max_tile``) through the shipped model."""
-    model = load_model("yonos-x4")
+    model = load_model(name)
     lr = downscale(picture_to_tensor(draw_scene(768)), 4)
     out = upscale_tensor(model, lr)
     seam, interior = seam_and_interior(out, border_locations(192, model.max_tile,
