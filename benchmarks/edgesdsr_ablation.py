@@ -1,6 +1,6 @@
 """Edge-SD-SR ablation at 1 step on Set5 and B100: conditioning (both / concat only / forward
 only), jointly trained LR encoder vs one shared frozen encoder, fine-tuned decoder vs the
-autoencoder's own.
+autoencoder's own, and the UNet bypassed (what the jointly trained LR encoder does alone).
 
 The switches are compared on four runs of configs/edgesdsr/x4.toml at one reduced budget (the
 main run's teacher_x2 + student_x4 would take about two hours of a CPU core per variant), each
@@ -34,15 +34,17 @@ import torch
 
 from fastdiffsr.evaluation import evaluate_set
 from fastdiffsr.methods.edgesdsr.recipe import assemble
+from fastdiffsr.methods.yonos.model import without_unet
 from fastdiffsr.train.run import stage_recipe
 from fastdiffsr.train.trainer import stage_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 SETS = ("Set5", "B100")
 VARIANTS = ("both", "concat", "forward", "shared")  # the ablation runs (see above)
-MAIN_ROWS = (  # (label, stage the UNet + decoder come from)
-    ("full budget, fine-tuned decoder (the exported model)", "decoder"),
-    ("full budget, autoencoder's decoder", "student_x4"),
+MAIN_ROWS = (  # (label, stage the UNet + decoder come from, UNet bypassed)
+    ("full budget, fine-tuned decoder (the exported model)", "decoder", False),
+    ("full budget, autoencoder's decoder", "student_x4", False),
+    ("full budget, UNet bypassed: Dec(z_lr), the trained LR encoder alone", "student_x4", True),
 )
 
 
@@ -52,9 +54,10 @@ def iterations(folder: Path, stage: str) -> int:
     return max(json.loads(line)["step"] for line in lines if line.strip())
 
 
-def row(args, label: str, folder: Path, stage: str) -> str:
+def row(args, label: str, folder: Path, stage: str, bypass: bool = False) -> str:
     _, _, recipe = stage_recipe(folder, stage)
     model = assemble(recipe, folder, stage).eval()
+    model = without_unet(model) if bypass else model
     scores = [evaluate_set(model, args.data, s)[0].psnr for s in SETS]
     budget = f"{iterations(folder, 'teacher_x2')} + {iterations(folder, 'student_x4')}"
     decoder = "fine-tuned" if stage == "decoder" else "autoencoder's"
@@ -74,9 +77,10 @@ def main() -> None:
                         default=ROOT / "benchmarks" / "results" / "edgesdsr_ablation.md")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    runs = [(label, args.run, stage) for label, stage in MAIN_ROWS]
-    runs += [(f"ablation: {v}", Path(f"{args.ablations}-{v}"), "student_x4") for v in VARIANTS]
-    missing = [str(stage_weights(f, s)) for _, f, s in runs if not stage_weights(f, s).exists()]
+    runs = [(label, args.run, stage, bypass) for label, stage, bypass in MAIN_ROWS]
+    runs += [(f"ablation: {v}", Path(f"{args.ablations}-{v}"), "student_x4", False)
+             for v in VARIANTS]
+    missing = [str(stage_weights(f, s)) for _, f, s, _ in runs if not stage_weights(f, s).exists()]
     if missing:
         parser.error("missing trained stages (see the commands in --help): " + ", ".join(missing))
     rows = ["| run | conditioning | LR encoder | iterations (teacher + student) | decoder | "

@@ -11,7 +11,6 @@ trained with: ``OUT/<stage>/recipe.json``), so the rows differ only in the stage
 from __future__ import annotations
 
 import argparse
-import copy
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ import torch
 from fastdiffsr.api import UpscaleOptions
 from fastdiffsr.data.datasets import benchmark_pairs, load_pair
 from fastdiffsr.evaluation import evaluate_set
-from fastdiffsr.methods.yonos.model import YONOS
+from fastdiffsr.methods.yonos.model import YONOS, without_unet
 from fastdiffsr.methods.yonos.recipe import assemble
 from fastdiffsr.metrics import psnr_y, quantize
 from fastdiffsr.tiling import pad_to_requirements
@@ -51,16 +50,6 @@ def reconstruction_psnr(model: YONOS, root: Path, name: str) -> float:
         rec = model.decode(model.encode(pad_to_requirements(hr, f, 1)))[..., :h, :w]
         out.append(psnr_y(quantize(rec.clamp(0, 1)), hr, model.scale).item())
     return float(np.mean(out))
-
-
-def without_unet(model: YONOS) -> YONOS:
-    """A copy whose UNet outputs zero, so x0_hat = z_lr (needs the residual x0)."""
-    if not model.cfg.residual:
-        raise ValueError("the bypass row needs residual = true")
-    bypass = copy.deepcopy(model)
-    torch.nn.init.zeros_(bypass.unet.conv_out.weight)
-    torch.nn.init.zeros_(bypass.unet.conv_out.bias)
-    return bypass
 
 
 def main() -> None:

@@ -3,6 +3,7 @@ target, an end-to-end tiny training run, and the shipped model."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from fastdiffsr.data.datasets import downscale
 from fastdiffsr.demo import draw_scene
 from fastdiffsr.imageio import picture_to_tensor
 from fastdiffsr.methods.yonos import recipe as yr
-from fastdiffsr.methods.yonos.model import YONOS, YONOSConfig, x0_prediction
+from fastdiffsr.methods.yonos.model import YONOS, YONOSConfig, without_unet, x0_prediction
 from fastdiffsr.nn.autoencoder import AutoencoderConfig
 from fastdiffsr.nn.unet import UNetConfig
 from fastdiffsr.train.run import load_recipe, run
@@ -56,15 +57,21 @@ def test_shapes_and_size_requirements() -> None:
 
 
 def test_residual_x0_parameterisation() -> None:
-    """x0_hat = z_lr + UNet(cat(z_t, z_lr), t): a UNet that outputs zero returns z_lr."""
+    """x0_hat = z_lr + UNet(cat(z_t, z_lr), t): a UNet that outputs zero returns z_lr, and the
+    bypassed model upscales to Dec(z_lr) while the original keeps its UNet."""
     model = _model()
-    torch.nn.init.zeros_(model.unet.conv_out.weight)
-    torch.nn.init.zeros_(model.unet.conv_out.bias)
+    bypass = without_unet(model)
     z_lr, z_t = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
     t = torch.tensor([999, 5])
-    assert torch.equal(model.predict_x0(z_t, t, z_lr), z_lr)
-    plain = x0_prediction(model.unet, z_t, t, z_lr, residual=False)
+    assert torch.equal(bypass.predict_x0(z_t, t, z_lr), z_lr)
+    assert not torch.equal(model.predict_x0(z_t, t, z_lr), z_lr)
+    plain = x0_prediction(bypass.unet, z_t, t, z_lr, residual=False)
     assert torch.equal(plain, torch.zeros_like(z_lr))
+    lr = torch.rand(1, 3, 8, 8)
+    expected = bypass.decode(bypass.lr_latent(lr, 4)).clamp(0, 1)
+    torch.testing.assert_close(bypass(lr), expected)
+    with pytest.raises(ValueError, match="residual"):
+        without_unet(YONOS(replace(TINY, residual=False)))
 
 
 def test_one_step_is_one_unet_call_at_t_max() -> None:

@@ -17,6 +17,7 @@ the latent to the SR image. Choices where the paper is silent (each measured in 
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 
@@ -181,3 +182,14 @@ class YONOS(Upscaler):
         g = torch.Generator(device=lr.device).manual_seed(noise_seed)
         noise = torch.randn(self.latent_shape(x, scale), generator=g, device=lr.device)
         return self.super_resolve(x, noise, steps, scale)[..., : h * scale, : w * scale]
+
+
+def without_unet(model: YONOS) -> YONOS:
+    """A copy whose UNet outputs zero, so x0_hat = z_lr: what the residual x0 starts from (an
+    ablation row; needs ``residual``)."""
+    if not model.cfg.residual:
+        raise ValueError("without_unet needs residual = true: x0_hat would be 0")
+    bypass = copy.deepcopy(model)
+    torch.nn.init.zeros_(bypass.unet.conv_out.weight)
+    torch.nn.init.zeros_(bypass.unet.conv_out.bias)
+    return bypass
