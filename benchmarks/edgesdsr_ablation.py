@@ -54,7 +54,7 @@ def iterations(folder: Path, stage: str) -> int:
     return max(json.loads(line)["step"] for line in lines if line.strip())
 
 
-def row(args, label: str, folder: Path, stage: str, bypass: bool = False) -> str:
+def row(args, label: str, folder: Path, stage: str, bypass: bool) -> str:
     _, _, recipe = stage_recipe(folder, stage)
     model = assemble(recipe, folder, stage).eval()
     model = without_unet(model) if bypass else model
