@@ -1,7 +1,7 @@
-"""BI-DiffSR benchmark: quality of a trained model at several step counts, and the cost of the
-paper and x4 configs, each beside its full-precision twin.
+"""BI-DiffSR benchmark: quality of a trained model at several sampling-step counts, and the cost
+of the paper and x4 configs, each beside its full-precision twin.
 
-Quality (with ``--model``): PSNR / SSIM-Y on ``--sets`` at each of ``--steps`` (DDIM steps, seed
+Quality (with ``--model``): PSNR / SSIM-Y on ``--sets`` at each of ``--sampling-steps`` (seed
 0), beside bicubic. Cost, for each config: params (binary / 32 + FP) and OPs (binary / 64 + FP
 multiply-adds, 256x256 output) against the twin that stores and computes every binary conv in
 float32; model file sizes (packed bits vs float32 weights, binarised layers and whole file);
@@ -9,7 +9,7 @@ latency of one UNet evaluation at 64x64 through the simulated path (float conv o
 the twin costs) and through the XNOR + popcount path (torch int64 bit ops, no custom kernel).
 
     .venv/bin/python benchmarks/bidiffsr.py --threads 2 \
-        --model runs/bidiffsr-x4/bidiffsr-x4.safetensors --sets Set5 --steps 50,20,10
+        --model runs/bidiffsr-x4/bidiffsr-x4.safetensors --sets Set5 --sampling-steps 50,20,10
 
 writes ``benchmarks/results/bidiffsr.md``.
 """
@@ -24,11 +24,11 @@ from pathlib import Path
 
 import torch
 
-from fastdiffsr.api import UpscaleOptions
 from fastdiffsr.evaluation import evaluate_set
 from fastdiffsr.methods.bidiffsr import BIDiffSR
 from fastdiffsr.nn.binary import PackedBinaryConv2d, binary_complexity
 from fastdiffsr.train.run import load_recipe
+from fastdiffsr.upscaler import UpscaleOptions
 from fastdiffsr.zoo import load_model, save_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,13 +80,14 @@ def row(name: str, model: BIDiffSR, folder: Path, side: int, repeats: int) -> li
 
 
 def quality_table(model_path: str, data: Path, sets: list[str], steps: list[int]) -> str:
-    """PSNR / SSIM-Y and seconds per image of the model at each step count, and bicubic's."""
+    """PSNR / SSIM-Y and seconds per image of the model at each sampling-step count, and
+    bicubic's."""
     model, bicubic = load_model(model_path), load_model(BICUBIC)
-    lines = ["| set | model | steps | PSNR-Y | SSIM-Y | s / image |", "|" + " --- |" * 6]
+    lines = ["| set | model | sampling steps | PSNR-Y | SSIM-Y | s / image |", "|" + " --- |" * 6]
     for name in sets:
         runs = [(BICUBIC, bicubic, None)] + [(Path(model_path).stem, model, n) for n in steps]
         for label, net, n in runs:
-            result, _ = evaluate_set(net, data, name, UpscaleOptions(steps=n))
+            result, _ = evaluate_set(net, data, name, UpscaleOptions(sampling_steps=n))
             lines.append(f"| {name} | {label} | {n or ''} | {result.psnr:.2f} | "
                          f"{result.ssim:.4f} | {result.seconds:.1f} |")
     return "\n".join(lines)
@@ -100,13 +101,13 @@ def main() -> None:
     parser.add_argument("--model", help="a trained BI-DiffSR file for the quality table")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "bench")
     parser.add_argument("--sets", default="Set5")
-    parser.add_argument("--steps", default="50,20,10")
+    parser.add_argument("--sampling-steps", default="50,20,10")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "bidiffsr.md")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     parts = [f"# BI-DiffSR, {args.threads} threads"]
     if args.model:
-        steps = [int(n) for n in args.steps.split(",")]
+        steps = [int(n) for n in args.sampling_steps.split(",")]
         parts += [f"## Quality of `{args.model}` (seed 0)",
                   quality_table(args.model, args.data, args.sets.split(","), steps)]
     header = ["config", "params M", "FP twin M", "OPs G", "FP twin G",

@@ -15,7 +15,7 @@ with (``OUT/<stage>/recipe.json``), so the table does not depend on today's conf
       v=$1; shift
       for s in autoencoder teacher_x2 student_x4; do
         $F train $C --out runs/edgesdsr-abl-$v --stage $s \
-          --set teacher_x2.steps=400 --set student_x4.steps=500 "$@"
+          --set teacher_x2.iterations=400 --set student_x4.iterations=500 "$@"
       done
     }
     run both; run concat --set model.conditioning=concat
@@ -33,10 +33,10 @@ from pathlib import Path
 import torch
 
 from fastdiffsr.evaluation import evaluate_set
-from fastdiffsr.methods.edgesdsr.recipe import assemble
 from fastdiffsr.methods.yonos.model import without_unet
+from fastdiffsr.train.checkpoints import stage_weights
+from fastdiffsr.train.recipes.latent import trained_stage_model
 from fastdiffsr.train.run import stage_recipe
-from fastdiffsr.train.trainer import stage_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 SETS = ("Set5", "B100")
@@ -49,14 +49,14 @@ MAIN_ROWS = (  # (label, stage the UNet + decoder come from, UNet bypassed)
 
 
 def iterations(folder: Path, stage: str) -> int:
-    """The last step a stage logged (its trained iterations)."""
+    """The last iteration a stage logged (its trained iterations)."""
     lines = (folder / stage / "log.jsonl").read_text().splitlines()
-    return max(json.loads(line)["step"] for line in lines if line.strip())
+    return max(json.loads(line)["iteration"] for line in lines if line.strip())
 
 
 def row(args, label: str, folder: Path, stage: str, bypass: bool) -> str:
     _, _, recipe = stage_recipe(folder, stage)
-    model = assemble(recipe, folder, stage).eval()
+    model = trained_stage_model(recipe, folder, stage).eval()
     model = without_unet(model) if bypass else model
     scores = [evaluate_set(model, args.data, s)[0].psnr for s in SETS]
     budget = f"{iterations(folder, 'teacher_x2')} + {iterations(folder, 'student_x4')}"

@@ -1,9 +1,9 @@
-"""Held-out scores of a trained model under inference settings (steps, LR tile side): the
+"""Held-out scores of a trained model under inference settings (sampling steps, LR tile side): the
 images its training run held out (``split_holdout`` of the training folder, as the trainer's
 validation), so settings are chosen without touching the benchmark sets.
 
     .venv/bin/python benchmarks/heldout.py -n runs/bidiffsr-x4/bidiffsr-x4.safetensors \
-        --steps 50,20,10 --tiles 64,128 --threads 2
+        --sampling-steps 50,20,10 --tiles 64,128 --threads 2
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fastdiffsr.api import UpscaleOptions, upscale_tensor
 from fastdiffsr.data.datasets import list_images, load_pair, split_holdout
 from fastdiffsr.metrics import psnr_y, quantize
 from fastdiffsr.train.trainer import TrainConfig
+from fastdiffsr.upscaler import UpscaleOptions, upscale_tensor
 from fastdiffsr.zoo import load_model
 
 
@@ -28,7 +28,7 @@ def main() -> None:
     parser.add_argument("-n", "--model", required=True)
     parser.add_argument("--data", type=Path, default=TrainConfig.data)
     parser.add_argument("--holdout", type=int, default=TrainConfig.holdout)
-    parser.add_argument("--steps", default="1", help="comma-separated step counts")
+    parser.add_argument("--sampling-steps", default="1", help="comma-separated step counts")
     parser.add_argument("--tiles", default="0", help="comma-separated LR tile sides (0: auto)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -37,9 +37,9 @@ def main() -> None:
     _, held_out = split_holdout(list_images(args.data), args.holdout)
     pairs = [load_pair(f, None, model.scale) for f in held_out]
     print(f"{args.model}: {len(pairs)} held-out images of {args.data}, {args.threads} threads\n")
-    print("| steps | LR tile | PSNR-Y | s / image |\n| ---: | ---: | ---: | ---: |")
-    for steps, tile in itertools.product(args.steps.split(","), args.tiles.split(",")):
-        opts = UpscaleOptions(steps=int(steps), tile=int(tile) or None)
+    print("| sampling steps | LR tile | PSNR-Y | s / image |\n| ---: | ---: | ---: | ---: |")
+    for steps, tile in itertools.product(args.sampling_steps.split(","), args.tiles.split(",")):
+        opts = UpscaleOptions(sampling_steps=int(steps), tile=int(tile) or None)
         t0, scores = time.perf_counter(), []
         for lr, hr in pairs:
             scores.append(psnr_y(quantize(upscale_tensor(model, lr, opts)), hr, model.scale).item())

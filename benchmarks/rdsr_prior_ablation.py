@@ -20,8 +20,9 @@ from torch import Tensor
 
 from fastdiffsr.data.datasets import benchmark_pairs, load_pair
 from fastdiffsr.methods.rdsr.model import RDSR, PriorEncoder
-from fastdiffsr.methods.rdsr.recipe import hr_prior_input, substate
 from fastdiffsr.metrics import psnr_y, quantize
+from fastdiffsr.train.checkpoints import substate
+from fastdiffsr.train.recipes.rdsr import hr_prior_input
 from fastdiffsr.zoo import load_model
 
 ROOT = Path(__file__).resolve().parents[1]

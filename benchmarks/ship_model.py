@@ -37,22 +37,22 @@ def measure(path: Path, data: Path, threads: int, sizes: list[int], repeats: int
         scores[name] = {"psnr": round(r.psnr, 3), "ssim": round(r.ssim, 4), "images": r.images}
     timings = {f"{t.lr_side}->{t.lr_side * model.scale}": {
         "latency_ms": round(t.latency_s * 1e3, 1), "gflops": round(t.flops / 1e9, 2),
-        "tiles": t.tiles, "steps": t.steps,
+        "tiles": t.tiles, "sampling_steps": t.sampling_steps,
         "peak_rss_mb": round(fresh_process_peak_mb(str(path), t.lr_side, threads=threads))}
         for t in (time_upscale(model, s, repeats) for s in sizes)}
     return {"scores": scores, "latency": {"threads": threads, "cpu": platform.processor(),
                                           "matmul_gflops": round(matmul_gflops()), **timings},
             "params_deployed": count_params(model),
-            "default_steps": model.default_steps,
+            "default_sampling_steps": model.default_sampling_steps,
             "params_training_form": count_params(load_model(path, deploy=False))}
 
 
 def validation_history(run: Path) -> dict[str, list]:
-    """(step, held-out PSNR) per stage from the run's logs."""
+    """(iteration, held-out PSNR) per stage from the run's logs."""
     out = {}
     for log in sorted(run.glob("*/log.jsonl")):
         rows = [json.loads(line) for line in log.read_text().splitlines()]
-        out[log.parent.name] = [(r["step"], round(r["val_psnr"], 3)) for r in rows
+        out[log.parent.name] = [(r["iteration"], round(r["val_psnr"], 3)) for r in rows
                                 if "val_psnr" in r]
     return out
 
@@ -66,7 +66,7 @@ def write_weights(src: Path, dst: Path, provenance: dict) -> None:
 
 def model_card(name: str, prov: dict, size: int, notes: str) -> str:
     s, lat = prov["scores"], prov["latency"]
-    stages = "\n".join(f"| {k} | {v['steps']} | {v['wall_seconds'] / 60:.1f} min |"
+    stages = "\n".join(f"| {k} | {v['iterations']} | {v['wall_seconds'] / 60:.1f} min |"
                        for k, v in prov["stages"].items())
     scores = "\n".join(f"| {k} | {v['images']} | {v['psnr']:.2f} | {v['ssim']:.4f} |"
                        for k, v in s.items())
@@ -74,13 +74,14 @@ def model_card(name: str, prov: dict, size: int, notes: str) -> str:
                     for k, v in prov["validation"].items())
     lat_rows = "\n".join(
         f"| {k} | {v['tiles']} | {v['latency_ms']} | "
-        f"{round(v['latency_ms'] / v['steps'], 1) if v['steps'] else ''} | {v['gflops']} | "
+        f"{round(v['latency_ms'] / v['sampling_steps'], 1) if v['sampling_steps'] else ''} | "
+        f"{v['gflops']} | "
         f"{v['peak_rss_mb']} |" for k, v in lat.items() if "->" in k)
     params = f"{prov['params_deployed']:,} parameters"
     if prov["params_training_form"] != prov["params_deployed"]:
         params += f" deployed ({prov['params_training_form']:,} in the training form)"
-    steps = prov.get("default_steps") or 0
-    at_steps = f", {steps} diffusion step{'s' * (steps > 1)} (the default)" if steps else ""
+    steps = prov.get("default_sampling_steps") or 0
+    at_steps = f", {steps} sampling step{'s' * (steps > 1)} (the default)" if steps else ""
     return f"""# {name}
 
 Method `{prov['method']}`; x{prov['recipe']['model']['scale']}. File
@@ -114,7 +115,7 @@ Held-out validation PSNR-Y (EMA weights) during training:
 {lat['cpu'] or 'CPU'}, measured matmul rate {lat['matmul_gflops']} GFLOP/s; the whole
 upscale, per-image work included)
 
-| input -> output | tiles | ms | ms per step | GFLOPs | peak RSS rise (MB) |
+| input -> output | tiles | ms | ms per sampling step | GFLOPs | peak RSS rise (MB) |
 | --- | ---: | ---: | ---: | ---: | ---: |
 {lat_rows}
 {notes}"""

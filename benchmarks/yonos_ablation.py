@@ -1,8 +1,9 @@
 """YONOS-SR ablation: scale distillation vs direct x4 training, 1 vs 4 steps, fine-tuned decoder
 vs the autoencoder's own, and the autoencoder's reconstruction (the ceiling of the latent space).
 
-Every model is assembled from one training folder (``recipe.assemble``, with the recipe each stage
-trained with: ``OUT/<stage>/recipe.json``), so the rows differ only in the stage they come from.
+Every model is assembled from one training folder (``trained_stage_model``, with the recipe each
+stage trained with: ``OUT/<stage>/recipe.json``), so the rows differ only in the stage they come
+from.
 
     .venv/bin/fastdiffsr train configs/yonos/x4.toml --out runs/yonos-x4 --stage direct_x4
     .venv/bin/python benchmarks/yonos_ablation.py --run runs/yonos-x4 --threads 2
@@ -16,15 +17,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fastdiffsr.api import UpscaleOptions
 from fastdiffsr.data.datasets import benchmark_pairs, load_pair
 from fastdiffsr.evaluation import evaluate_set
 from fastdiffsr.methods.yonos.model import YONOS, without_unet
-from fastdiffsr.methods.yonos.recipe import assemble
 from fastdiffsr.metrics import psnr_y, quantize
 from fastdiffsr.tiling import pad_to_requirements
+from fastdiffsr.train.checkpoints import stage_weights
+from fastdiffsr.train.recipes.latent import trained_stage_model
 from fastdiffsr.train.run import stage_recipe
-from fastdiffsr.train.trainer import stage_weights
+from fastdiffsr.upscaler import UpscaleOptions
 
 ROOT = Path(__file__).resolve().parents[1]
 SETS = ("Set5", "B100")
@@ -67,11 +68,12 @@ def main() -> None:
         if not stage_weights(args.run, stage).exists():
             rows.append(f"| {label} | {steps} |" + " not trained in this run |" * len(SETS))
             continue
-        model = assemble(stage_recipe(args.run, stage)[2], args.run, stage).eval()
-        scores = [evaluate_set(model, args.data, s, UpscaleOptions(steps=steps))[0].psnr
+        model = trained_stage_model(stage_recipe(args.run, stage)[2], args.run, stage).eval()
+        scores = [evaluate_set(model, args.data, s, UpscaleOptions(sampling_steps=steps))[0].psnr
                   for s in SETS]
         rows.append(f"| {label} | {steps} | " + " | ".join(f"{p:.2f}" for p in scores) + " |")
-    ae = assemble(stage_recipe(args.run, "student_x4")[2], args.run, "student_x4").eval()
+    student = stage_recipe(args.run, "student_x4")[2]
+    ae = trained_stage_model(student, args.run, "student_x4").eval()
     bypass = [evaluate_set(without_unet(ae), args.data, s)[0].psnr for s in SETS]
     rows.append("| UNet bypassed: Dec(z_lr), what the residual x0 starts from | 1 | "
                 + " | ".join(f"{p:.2f}" for p in bypass) + " |")

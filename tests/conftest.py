@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from fastdiffsr.api import UpscaleOptions, upscale_tensor
 from fastdiffsr.demo import draw_scene
 from fastdiffsr.imageio import Picture, write_image
+from fastdiffsr.upscaler import UpscaleOptions, upscale_tensor
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -37,11 +37,11 @@ def train_folder(tmp_path_factory) -> Path:
     return folder
 
 
-def tiny_rdsr_toml(data: Path, batch: int = 2, steps: int = 4, workers: int = 0) -> str:
+def tiny_rdsr_toml(data: Path, batch: int = 2, iterations: int = 4, workers: int = 0) -> str:
     """A tiny two-stage RDSR config that trains in seconds on ``data``."""
-    stage = (f"steps = {steps}\nbatch_size = {batch}\nlr_patch = 8\nwarmup = 2\nval_every = 2\n"
-             f"checkpoint_every = 2\nlog_every = 1\nworkers = {workers}\nholdout = 2\n"
-             f"data = \"{data}\"\nlr = 1e-3\n")
+    stage = (f"iterations = {iterations}\nbatch_size = {batch}\nlr_patch = 8\nwarmup = 2\n"
+             f"val_every = 2\ncheckpoint_every = 2\nlog_every = 1\nworkers = {workers}\n"
+             f"holdout = 2\ndata = \"{data}\"\nlr = 1e-3\n")
     return ("method = \"rdsr\"\nname = \"rdsr-tiny\"\n[model]\nchannels = 8\nblocks = 2\n"
             "prior_dim = 8\nlpe_channels = 8\ndenoiser_width = 16\n"
             f"[prior]\n{stage}[diffusion]\n{stage}")
@@ -49,15 +49,15 @@ def tiny_rdsr_toml(data: Path, batch: int = 2, steps: int = 4, workers: int = 0)
 
 def tile_noise_received(model, lr: torch.Tensor, seed: int) -> tuple[torch.Tensor, list,
                                                                      torch.Tensor]:
-    """Upscale ``lr`` in 16 px tiles (overlap 4) and record the noise channels each tile's
-    function receives: (the image's ``tile_noise``, the received crops, the output)."""
-    full = model.tile_noise(lr, seed=seed)
+    """Upscale ``lr`` in 16 px tiles (overlap 4) and record the noise each tile's function
+    receives: (the image's ``image_noise``, the received crops, the output)."""
+    full = model.image_noise(lr, seed=seed)
     received = []
     prepare = model.prepare
 
-    def spy(x, steps=None, seed=0):
-        fn = prepare(x, steps, seed)
-        return lambda tile: (received.append(tile[:, 3:].clone()), fn(tile))[1]
+    def spy(x, sampling_steps=None, seed=0):
+        fn = prepare(x, sampling_steps, seed)
+        return lambda tile, noise: (received.append(noise.clone()), fn(tile, noise))[1]
 
     model.prepare = spy
     opts = UpscaleOptions(tile=16, tile_overlap=4, batch_tiles=1, seed=seed)
@@ -87,10 +87,11 @@ def assert_seed_decides(model) -> None:
 
 def assert_tiles_get_their_noise_crop(model) -> torch.Tensor:
     """A 24 x 40 LR in 6 tiles of 16 px: each tile receives the crop of the image's one
-    ``tile_noise`` at its own position. Returns that noise."""
+    ``image_noise`` (on a grid r times the LR's) at its own position. Returns that noise."""
     full, received, _ = tile_noise_received(model, torch.rand(1, 3, 24, 40), seed=3)
+    r = full.shape[-2] // 24
     starts = [(y, x) for y in (0, 8) for x in (0, 12, 24)]
     assert len(received) == len(starts)
     for tile, (y, x) in zip(received, starts, strict=True):
-        assert torch.equal(tile, full[..., y : y + 16, x : x + 16])
+        assert torch.equal(tile, full[..., r * y : r * (y + 16), r * x : r * (x + 16)])
     return full

@@ -124,8 +124,8 @@ def test_unknown_option(bicubic, rgb):
         upscale(rgb, bicubic, tile_size=8)
 
 
-def test_seed_and_steps_accepted(bicubic, rgb):
-    out = upscale(rgb, bicubic, steps=3, seed=5)
+def test_seed_and_sampling_steps_accepted(bicubic, rgb):
+    out = upscale(rgb, bicubic, sampling_steps=3, seed=5)
     np.testing.assert_array_equal(out, upscale(rgb, bicubic))
 
 
@@ -133,18 +133,18 @@ def test_max_tile_caps_the_default_tile_not_the_users(monkeypatch):
     """A model's ``max_tile`` bounds the automatic tile; an explicit ``tile`` still wins."""
     import torch
 
-    from fastdiffsr.api import UpscaleOptions, upscale_tensor
     from fastdiffsr.tiling import tile_starts
+    from fastdiffsr.upscaler import UpscaleOptions, upscale_tensor
 
     model = load_model("bicubic")
     monkeypatch.setattr(model, "max_tile", 16)
     sizes: list[tuple[int, int]] = []
-    forward = model.forward
+    forward = model.tile_forward
     def spy(x):
         sizes.append(tuple(x.shape[-2:]))
         return forward(x)
 
-    monkeypatch.setattr(model, "forward", spy)
+    monkeypatch.setattr(model, "tile_forward", spy)
     x = torch.rand(1, 3, 40, 40)
     upscale_tensor(model, x, UpscaleOptions(batch_tiles=1))
     assert set(sizes) == {(16, 16)}

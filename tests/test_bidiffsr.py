@@ -12,10 +12,8 @@ import torch
 import torch.nn.functional as F
 from safetensors import safe_open
 
-from fastdiffsr.api import UpscaleOptions
 from fastdiffsr.bench import bench_table, time_upscale
 from fastdiffsr.diffusion.sampling import ddim_timesteps, q_sample, sample
-from fastdiffsr.methods.bidiffsr import recipe as br
 from fastdiffsr.methods.bidiffsr.model import BIDiffSR, BIDiffSRConfig, ResBlock
 from fastdiffsr.nn.binary import (
     BIConv,
@@ -27,14 +25,16 @@ from fastdiffsr.nn.binary import (
 )
 from fastdiffsr.resize import imresize
 from fastdiffsr.tiling import tile_starts
+from fastdiffsr.train.recipes import bidiffsr as br
 from fastdiffsr.train.run import load_recipe, run
+from fastdiffsr.upscaler import UpscaleOptions
 from fastdiffsr.zoo import load_model, save_model
 
 from .conftest import tile_noise_received
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = BIDiffSRConfig(channels=8, channel_mults=(1, 2), res_blocks=1, norm_groups=4,
-                      fp_levels=(0,), steps=2)
+                      fp_levels=(0,), sampling_steps=2)
 
 
 def _model(cfg: BIDiffSRConfig = TINY) -> BIDiffSR:
@@ -87,22 +87,18 @@ def test_shapes_seeds_and_size_requirements() -> None:
     a = model(lr)
     assert a.shape == (1, 3, 24, 40) and a.min() >= 0 and a.max() <= 1
     assert torch.equal(a, model(lr))
-    noise = model.tile_noise(lr, seed=1)
-    assert noise.shape == (1, 48, 6, 10)
-    b = model.prepare(lr, seed=1)(torch.cat([lr, noise], 1))
+    noise = model.image_noise(lr, seed=1)
+    assert noise.shape == (1, 3, 24, 40)
+    b = model.prepare(lr, seed=1)(lr, noise)
     assert (a - b).abs().max() > 1e-3  # another seed, another sample
     paper = BIDiffSR(BIDiffSRConfig())
-    assert paper.multiple_of == 2 and paper.default_steps == 50
+    assert paper.multiple_of == 2 and paper.default_sampling_steps == 50
 
 
-def test_tile_noise_is_the_hr_noise_unshuffled() -> None:
-    """x_T is drawn at HR resolution; tiles carry their crop as PixelUnshuffle_4(x_T)."""
+def test_image_noise_is_x_T_at_hr_resolution() -> None:
     model, lr = _model(), torch.rand(1, 3, 8, 12)
-    noise = model.tile_noise(lr, seed=7)
     g = torch.Generator().manual_seed(7)
-    assert torch.equal(F.pixel_shuffle(noise, 4), torch.randn(1, 3, 32, 48, generator=g))
-    crop = noise[..., 2:6, 4:8]
-    assert torch.equal(F.pixel_shuffle(crop, 4), F.pixel_shuffle(noise, 4)[..., 8:24, 16:32])
+    assert torch.equal(model.image_noise(lr, seed=7), torch.randn(1, 3, 32, 48, generator=g))
 
 
 def test_tiles_receive_their_crop_of_the_image_noise() -> None:
@@ -112,19 +108,20 @@ def test_tiles_receive_their_crop_of_the_image_noise() -> None:
     starts = [(y, x) for y in (0, 8) for x in (0, 12, 24)]
     assert len(received) == len(starts)
     for tile, (y, x) in zip(received, starts, strict=True):
-        assert torch.equal(tile, full[..., y : y + 16, x : x + 16])
+        assert torch.equal(tile, full[..., 4 * y : 4 * (y + 16), 4 * x : 4 * (x + 16)])
 
 
 def test_ddim_visits_leading_timesteps_with_eps_prediction() -> None:
     model, seen = _model(), []
     forward = model.unet.forward
     model.unet.forward = lambda x, c, t: (seen.append(t.tolist()), forward(x, c, t))[1]
-    model.prepare(torch.rand(1, 3, 4, 4), steps=4)(torch.rand(1, 51, 4, 4))
+    model.prepare(torch.rand(1, 3, 4, 4), sampling_steps=4)(torch.rand(1, 3, 4, 4),
+                                                            torch.randn(1, 3, 16, 16))
     assert seen == [[1500], [1000], [500], [0]]  # diffusers' DDIMScheduler, T = 2000
 
 
 def test_training_loss_is_l1_on_eps() -> None:
-    stage = br.DiffusionStage(TINY, val_steps=1)
+    stage = br.DiffusionStage(TINY, val_sampling_steps=1)
     hr = torch.rand(3, 3, 16, 16)
     lr = imresize(hr, 0.25)
     torch.manual_seed(5)
@@ -185,14 +182,15 @@ def test_zoo_round_trip_stores_packed_bits(tmp_path) -> None:
 
 
 def tiny_bidiffsr_toml(data: Path) -> str:
-    return ("method = \"bidiffsr\"\nname = \"bidiffsr-tiny\"\nval_steps = 1\n[model]\n"
+    return ("method = \"bidiffsr\"\nname = \"bidiffsr-tiny\"\nval_sampling_steps = 1\n[model]\n"
             "channels = 8\nchannel_mults = [1, 2]\nres_blocks = 1\nnorm_groups = 4\n"
-            "fp_levels = [0]\nsteps = 2\n[diffusion]\nsteps = 1\nbatch_size = 2\nlr_patch = 8\n"
+            "fp_levels = [0]\nsampling_steps = 2\n[diffusion]\niterations = 1\nbatch_size = 2\n"
+            "lr_patch = 8\n"
             "warmup = 1\nval_every = 1\ncheckpoint_every = 1\nlog_every = 1\nworkers = 0\n"
             f"holdout = 1\ndata = \"{data}\"\n")
 
 
-def test_one_training_step_exports_a_packed_model(tmp_path, train_folder) -> None:
+def test_one_training_iteration_exports_a_packed_model(tmp_path, train_folder) -> None:
     config = tmp_path / "tiny.toml"
     config.write_text(tiny_bidiffsr_toml(train_folder))
     out = tmp_path / "run"
@@ -207,15 +205,16 @@ def test_one_training_step_exports_a_packed_model(tmp_path, train_folder) -> Non
 @pytest.mark.parametrize("name", ["paper", "x4"])
 def test_configs_load(name: str) -> None:
     _, _, recipe = load_recipe(ROOT / "configs" / "bidiffsr" / f"{name}.toml")
-    assert recipe.model.train_timesteps == 2000 and recipe.model.timestep_groups == 5
+    assert recipe.model.timesteps == 2000 and recipe.model.timestep_groups == 5
 
 
-def test_bench_counts_tiles_and_steps_and_divides_latency_by_steps():
-    """``fastdiffsr bench`` rows of a sampler: tiles (evaluations per step), steps, per step."""
-    model, opts = _model(), UpscaleOptions(tile=16, tile_overlap=4, steps=3)
+def test_bench_counts_tiles_and_sampling_steps_and_divides_latency_by_them():
+    """``fastdiffsr bench`` rows of a sampler: tiles (evaluations per sampling step), sampling
+    steps, latency per sampling step."""
+    model, opts = _model(), UpscaleOptions(tile=16, tile_overlap=4, sampling_steps=3)
     timing = time_upscale(model, 32, repeats=1, opts=opts)
     assert timing.tiles == len(tile_starts(32, 16, 4)) ** 2 > 1
-    assert timing.steps == 3
+    assert timing.sampling_steps == 3
     table = bench_table("tiny", model, [timing], [0.0], threads=1, matmul=100.0)
     per_step = f"{timing.latency_s * 1e3 / 3:.1f}"
     assert f"| 32->128 | {timing.tiles} | 3 | {timing.latency_s * 1e3:.1f} | {per_step} |" in table
@@ -225,7 +224,7 @@ def test_sampler_clips_each_x0_hat_to_the_data_range():
     """``clip_x0``: every DDIM step clamps x0_hat to [0, 1] (diffusers' clip_sample)."""
     model, lr = _model(), torch.rand(1, 3, 8, 8)
     noise = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    cond, ts = imresize(lr, 4), ddim_timesteps(TINY.train_timesteps, 3, "leading")
+    cond, ts = imresize(lr, 4), ddim_timesteps(TINY.timesteps, 3, "leading")
     with torch.no_grad():
         got = model.super_resolve(lr, noise, 3)
         want = sample(lambda x, t: model.predict_eps(x, t, cond), noise, model.abar, ts, "eps",

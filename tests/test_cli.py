@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from fastdiffsr import commands
-from fastdiffsr.cli import main
+from fastdiffsr.cli import build_parser, main
 from fastdiffsr.imageio import Picture, picture_to_tensor, read_image, tensor_to_pixels, write_image
 from fastdiffsr.metrics import psnr_y, quantize
 from fastdiffsr.resize import imresize
@@ -212,3 +212,11 @@ def test_no_command_is_a_usage_error(capsys):
 def test_cuda_without_cuda_is_a_clean_error(tmp_path, capsys):
     code, _, err = _run(capsys, "upscale", "-i", tmp_path, "-o", tmp_path / "o", "--device", "cuda")
     assert code == 2 and "CUDA" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", ["upscale", "eval", "bench"])
+def test_sampling_steps_flag_and_its_old_spelling(command: str) -> None:
+    extra = ["-i", "x.png"] if command == "upscale" else []
+    for flag in ("--sampling-steps", "--steps"):
+        args = build_parser().parse_args([command, *extra, flag, "3"])
+        assert args.sampling_steps == 3

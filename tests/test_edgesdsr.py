@@ -12,19 +12,18 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from fastdiffsr.api import upscale_tensor
 from fastdiffsr.data.datasets import downscale
 from fastdiffsr.diffusion.sampling import ddim_step, ddim_timesteps, q_sample, sample
 from fastdiffsr.diffusion.schedules import alphas_cumprod, scaled_linear_betas
-from fastdiffsr.methods.edgesdsr import recipe as er
 from fastdiffsr.methods.edgesdsr.model import EdgeSDSR, EdgeSDSRConfig
-from fastdiffsr.methods.rdsr.recipe import substate
-from fastdiffsr.methods.yonos.recipe import latent_config, timesteps_and_noise
 from fastdiffsr.nn.autoencoder import AutoencoderConfig, KLAutoencoder
 from fastdiffsr.nn.unet import UNetConfig
+from fastdiffsr.train.checkpoints import load_stages, substate
+from fastdiffsr.train.recipes import edgesdsr as er
+from fastdiffsr.train.recipes import latent
 from fastdiffsr.train.run import load_recipe, run
 from fastdiffsr.train.trainer import TrainConfig, optimizer, param_groups
-from fastdiffsr.upscaler import count_params, measure_flops
+from fastdiffsr.upscaler import count_params, measure_flops, upscale_tensor
 from fastdiffsr.zoo import load_model, save_model
 
 from .conftest import assert_seed_decides, assert_tiles_get_their_noise_crop, perturbed_unet_model
@@ -136,21 +135,34 @@ def test_bad_switches_are_errors() -> None:
     with pytest.raises(ValueError, match="lr_encoder"):
         er.EdgeSDSRRecipe(lr_encoder="frozen")
     with pytest.raises(ValueError, match="autoencoder_from"):
-        er.EdgeSDSRRecipe(autoencoder=TrainConfig(steps=0))
+        er.EdgeSDSRRecipe(autoencoder=TrainConfig(iterations=0))
 
 
 # ----------------------------------------------------------------- training stages
 
 
+def _teacher_stage(recipe: er.EdgeSDSRRecipe) -> latent.DenoiserStage:
+    """The x2 teacher stage of ``recipe`` from a random autoencoder stage (latent std 0.5)."""
+    ae = latent.AutoencoderStage(recipe.model.autoencoder, 1e-6, 0.5).state_dict()
+    ae["latent_std"] = torch.tensor(0.5)
+    return latent.teacher_stage(recipe, {"autoencoder": ae})
+
+
 def test_lr_encoder_has_its_own_lr_and_warmup_and_the_hr_encoder_no_grads() -> None:
     recipe = er.EdgeSDSRRecipe(model=TINY, lr_encoder_lr=1e-4, lr_encoder_warmup=4)
-    stage = er.DenoiserStage(TINY, 2, recipe)
+    stage = _teacher_stage(recipe)
+    assert stage.model.scale == 2 and isinstance(stage.model, EdgeSDSR)
+    # the LR encoder starts as the HR encoder: same latents, same latent scale (1 / 0.5)
+    hr = torch.rand(1, 3, 16, 16)
+    assert stage.model.cfg.autoencoder.scaling_factor == 2.0
+    torch.testing.assert_close(stage.hr_latent(hr), stage.model.encode(hr))
     unet_group, encoder_group = param_groups(stage)
     encoder = [*stage.model.autoencoder.encoder.parameters(),
                *stage.model.autoencoder.quant_conv.parameters()]
     assert encoder_group.params == encoder
     assert unet_group.params == list(stage.model.unet.parameters())
-    opt, sched = optimizer([unet_group, encoder_group], TrainConfig(lr=1e-3, warmup=2, steps=10))
+    opt, sched = optimizer([unet_group, encoder_group],
+                           TrainConfig(lr=1e-3, warmup=2, iterations=10))
     assert [g["lr"] for g in opt.param_groups] == pytest.approx([1e-3 / 2, 1e-4 / 4])
     opt.step()
     sched.step()
@@ -160,13 +172,13 @@ def test_lr_encoder_has_its_own_lr_and_warmup_and_the_hr_encoder_no_grads() -> N
     assert all(p.grad is None for p in stage.hr_autoencoder.parameters())
     assert all(p.grad is None for p in stage.model.autoencoder.decoder.parameters())
     assert all(p.grad is not None for p in encoder + unet_group.params)
-    shared = er.DenoiserStage(TINY, 2, er.EdgeSDSRRecipe(model=TINY, lr_encoder="shared"))
+    shared = _teacher_stage(er.EdgeSDSRRecipe(model=TINY, lr_encoder="shared"))
     assert shared.hr_autoencoder is None
     assert [g.params for g in param_groups(shared)] == [list(shared.model.unet.parameters())]
 
 
 def test_param_groups_must_cover_the_trainable_parameters() -> None:
-    stage = er.DenoiserStage(TINY, 2, er.EdgeSDSRRecipe(model=TINY))
+    stage = _teacher_stage(er.EdgeSDSRRecipe(model=TINY))
     stage.model.autoencoder.decoder.requires_grad_(True)
     with pytest.raises(ValueError, match="exactly once"):
         param_groups(stage)
@@ -174,25 +186,26 @@ def test_param_groups_must_cover_the_trainable_parameters() -> None:
 
 def test_distillation_target_is_the_teacher_on_its_own_process() -> None:
     """Teacher and student share z_hr, t and eps; each drifts toward its own LR latent."""
-    stage = er.DistillStage(TINY, er.EdgeSDSRRecipe(model=TINY))
-    stage.teacher.load_state_dict(_model().state_dict())  # a teacher unlike the student
+    hr_autoencoder = KLAutoencoder(TINY.autoencoder)
+    teacher = _model(replace(TINY, scale=2))  # a teacher unlike the student
+    stage = latent.DistillStage(EdgeSDSR(TINY), teacher, hr_autoencoder, (1e-4, 4))
     hr = torch.rand(2, 3, 32, 32)
     lr = downscale(hr, 4)
     torch.manual_seed(5)
     loss, _ = stage(lr, hr)
     torch.manual_seed(5)
     z0 = stage.hr_autoencoder.encode_latent(hr * 2 - 1)
-    t, eps = timesteps_and_noise(z0, 1000)
-    teacher, student = stage.teacher, stage.model
+    t, eps = latent.timesteps_and_noise(z0, 1000)
+    student = stage.model
     with torch.no_grad():
-        z2, z4 = teacher.lr_latent(downscale(hr, 2), 2), student.lr_latent(lr, 4)
+        z2, z4 = teacher.lr_latent(downscale(hr, 2)), student.lr_latent(lr)
         target = teacher.predict_x0(q_sample(z0, ABAR[t], eps, z2), t, z2)
         pred = student.predict_x0(q_sample(z0, ABAR[t], eps, z4), t, z4)
     assert torch.allclose(loss, torch.nn.functional.mse_loss(pred, target))
 
 
 def _tiny_config(path: Path, data: Path, extra: str = "") -> Path:
-    text = tiny_yonos_toml(data).replace("steps = 2\n", "steps = 3\n").replace(
+    text = tiny_yonos_toml(data).replace("iterations = 2\n", "iterations = 3\n").replace(
         'method = "yonos"\nname = "yonos-tiny"\n',
         f'method = "edgesdsr"\nname = "edgesdsr-tiny"\nlr_encoder_warmup = 2\n{extra}')
     path.write_text(text)
@@ -220,8 +233,10 @@ def test_stages_train_resume_exactly_and_export(tmp_path, train_folder) -> None:
     # stage with decoder_trains_unet); no HR encoder
     _, _, recipe = load_recipe(config)
     model = load_model(path)
-    assert model.method == "edgesdsr" and model.cfg == latent_config(recipe, whole)
-    student = er.assemble(recipe, whole, "student_x4")
+    weights = load_stages(whole, ["autoencoder", "student_x4"])
+    assert model.method == "edgesdsr"
+    assert model.cfg == latent.latent_config(recipe, weights["autoencoder"])
+    student = latent.stage_model(recipe, weights, "student_x4")
     start = load_file(whole / "autoencoder" / "model.safetensors")
     assert not torch.equal(model.autoencoder.encoder.conv_in.weight,
                            start["autoencoder.encoder.conv_in.weight"])
@@ -234,13 +249,14 @@ def test_stages_train_resume_exactly_and_export(tmp_path, train_folder) -> None:
 
 
 def test_autoencoder_from_another_run(tmp_path, train_folder) -> None:
-    """steps = 0 takes the file as it is (latent scale included)."""
+    """iterations = 0 takes the file as it is (latent scale included)."""
     source = _tiny_config(tmp_path / "source.toml", train_folder)
     run(source, tmp_path / "source", CPU, "autoencoder", False)
     weights = tmp_path / "source" / "autoencoder" / "model.safetensors"
     config = _tiny_config(tmp_path / "reuse.toml", train_folder,
                           f'autoencoder_from = "{weights}"\n')
-    text = config.read_text().replace("[autoencoder]\nsteps = 3", "[autoencoder]\nsteps = 0")
+    text = config.read_text().replace("[autoencoder]\niterations = 3",
+                                      "[autoencoder]\niterations = 0")
     config.write_text(text)
     run(config, tmp_path / "reuse", CPU, "autoencoder", False)
     a, b = load_file(weights), load_file(tmp_path / "reuse" / "autoencoder" / "model.safetensors")
@@ -290,11 +306,11 @@ def test_512_lr_is_25_evaluations_of_128_px_tiles(make) -> None:
     model = make()
     tiles, calls = [], []
 
-    def spy(x, steps=None, seed=0):
-        def fn(batch: torch.Tensor) -> torch.Tensor:
+    def spy(x, sampling_steps=None, seed=0):
+        def fn(batch: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
             calls.append(batch.shape[0])
-            tiles.extend(batch[:, :3].unbind(0))
-            return torch.nn.functional.interpolate(batch[:, :3], scale_factor=4.0)
+            tiles.extend(batch.unbind(0))
+            return torch.nn.functional.interpolate(batch, scale_factor=4.0)
         return fn
 
     model.prepare = spy

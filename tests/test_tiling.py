@@ -310,23 +310,39 @@ def test_invalid_input_raises() -> None:
 # ----------------------------------------------------------------------------- auto tile
 
 
-def test_auto_tile_matches_explicit_tile() -> None:
+def test_memory_budget_limits_tiles_per_call_not_the_result() -> None:
     model = conv_sr(2)
     x = torch.rand(1, 3, 70, 53)
     bpp, budget = 100.0, 41 * 41 * 100
     tile = auto_tile_size(70, 53, bpp, budget, multiple_of=8)
     assert tile == 40
     with torch.no_grad():
-        auto = tiled_apply(
-            model, x, None, 12, 2, multiple_of=8, bytes_per_lr_pixel=bpp, memory_budget=budget
-        )
-        explicit = tiled_apply(model, x, tile, 12, 2, bytes_per_lr_pixel=bpp, memory_budget=budget)
+        limited = tiled_apply(model, x, tile, 12, 2, bytes_per_lr_pixel=bpp, memory_budget=budget)
         unlimited = tiled_apply(model, x, tile, 12, 2)  # same tiles, 4 per call
-    assert torch.equal(auto, explicit)
-    assert (auto - unlimited).abs().max().item() <= 1e-6
+    assert (limited - unlimited).abs().max().item() <= 1e-6
 
 
-def test_auto_tile_without_cost_runs_whole_image_once() -> None:
+def test_every_input_is_cropped_alike_at_its_grid_ratio() -> None:
+    """A second input on a grid 2x the LR's (e.g. a model's noise) reaches ``fn`` as the crop
+    of the same place; a non-integer ratio is an error."""
+    x, extra = torch.rand(1, 3, 24, 40), torch.rand(1, 2, 48, 80)
+    pairs: list[tuple[Tensor, Tensor]] = []
+
+    def fn(t: Tensor, e: Tensor) -> Tensor:
+        pairs.extend(zip(t.unbind(0), e.unbind(0), strict=True))
+        return nearest(2)(t)
+
+    tiled_apply(fn, [x, extra], 16, 4, 2, batch_size=4)
+    starts = [(y, x0) for y in (0, 8) for x0 in (0, 12, 24)]
+    assert len(pairs) == len(starts)
+    for (tile, e), (y, x0) in zip(pairs, starts, strict=True):
+        assert torch.equal(tile, x[0, :, y : y + 16, x0 : x0 + 16])
+        assert torch.equal(e, extra[0, :, 2 * y : 2 * y + 32, 2 * x0 : 2 * x0 + 32])
+    with pytest.raises(ValueError, match="integer r"):
+        tiled_apply(fn, [x, torch.rand(1, 2, 36, 60)], 16, 4, 2)
+
+
+def test_a_tile_as_large_as_the_image_runs_it_once() -> None:
     x = torch.rand(1, 3, 70, 53)
     seen: list[Tensor] = []
 
@@ -335,7 +351,7 @@ def test_auto_tile_without_cost_runs_whole_image_once() -> None:
         return nearest(2)(t)
 
     progress: list[tuple[int, int]] = []
-    tiled_apply(fn, x, None, 8, 2, progress=lambda d, n: progress.append((d, n)))
+    tiled_apply(fn, x, 70, 8, 2, progress=lambda d, n: progress.append((d, n)))
     assert len(seen) == 1 and seen[0] is x and progress == [(1, 1)]
 
 

@@ -13,6 +13,7 @@ import torch
 
 from fastdiffsr.config import ConfigError, apply_overrides
 from fastdiffsr.train.run import load_recipe, run, stage_recipe
+from fastdiffsr.train.stages import Stage, stage_order
 from fastdiffsr.zoo import load_model, model_provenance
 
 from .conftest import ROOT, tiny_rdsr_toml
@@ -54,17 +55,17 @@ def test_logs_curves_and_provenance(tmp_path, train_folder) -> None:
     assert any("val_psnr" in r for r in rows) and any("loss" in r for r in rows)
     assert (out / "prior" / "curves.png").stat().st_size > 0
     prov = model_provenance(path)
-    assert prov["stages"]["prior"]["steps"] == 4 and prov["hardware"]
+    assert prov["stages"]["prior"]["iterations"] == 4 and prov["hardware"]
 
 
 def test_overrides_set_values_and_are_recorded(tmp_path, train_folder) -> None:
     """Overrides reach the stages, the provenance and each stage's recipe.json, which rebuilds
     the recipe after the config file has changed."""
     cfg = _config(tmp_path, train_folder)
-    sets = ["prior.steps=2", "diffusion.steps=3"]
+    sets = ["prior.iterations=2", "diffusion.iterations=3"]
     out = tmp_path / "run"
     prov = model_provenance(run(cfg, out, CPU, None, resume=False, overrides=sets))
-    assert [prov["stages"][s]["steps"] for s in ("prior", "diffusion")] == [2, 3]
+    assert [prov["stages"][s]["iterations"] for s in ("prior", "diffusion")] == [2, 3]
     assert prov["overrides"] == sets
     trained = load_recipe(cfg, sets)[2]
     cfg.write_text(cfg.read_text().replace("channels = 8", "channels = 12"))
@@ -82,12 +83,12 @@ def test_apply_overrides_parses_toml_values_and_rejects_bad_keys() -> None:
     with pytest.raises(ConfigError, match="no table \\[optim\\]"):
         apply_overrides(data, ["optim.lr=1"])
     with pytest.raises(ConfigError, match="not KEY=VALUE"):
-        apply_overrides(data, ["steps"])
+        apply_overrides(data, ["iterations"])
 
 
 def test_ddp_two_processes_equal_one_process_at_double_batch(tmp_path, train_folder) -> None:
-    one = _config(tmp_path, train_folder, batch=2, steps=1)
-    two = _config(tmp_path, train_folder, batch=1, steps=1)
+    one = _config(tmp_path, train_folder, batch=2, iterations=1)
+    two = _config(tmp_path, train_folder, batch=1, iterations=1)
     run(one, tmp_path / "single", CPU, "prior", resume=False)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
@@ -99,3 +100,39 @@ def test_ddp_two_processes_equal_one_process_at_double_batch(tmp_path, train_fol
         <= 1e-5
     log = (tmp_path / "ddp" / "prior" / "log.jsonl").read_text()
     assert '"world_size": 2' in log
+
+
+def test_relative_paths_resolve_against_the_config_file(tmp_path, train_folder) -> None:
+    """``data = "images"`` in configs/x.toml means configs/images, wherever the command runs;
+    an absolute path stays as it is."""
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    (folder / "images").symlink_to(train_folder)
+    text = tiny_rdsr_toml(train_folder).replace(f'data = "{train_folder}"', 'data = "images"')
+    cfg = folder / "tiny.toml"
+    cfg.write_text(text)
+    recipe = load_recipe(cfg)[2]
+    assert recipe.prior.data == str(folder / "images")
+    assert load_recipe(cfg, [f'prior.data="{train_folder}"'])[2].prior.data == str(train_folder)
+    assert run(cfg, tmp_path / "run", CPU, None, resume=False).is_file()
+
+
+def test_stage_order_follows_what_each_stage_needs() -> None:
+    def stage(name: str, *needs: str) -> Stage:
+        return Stage(name, lambda recipe, weights: None, needs)
+
+    stages = (stage("d", "b", "c"), stage("a"), stage("b", "a"), stage("c", "a"), stage("x", "a"))
+    assert [s.name for s in stage_order(stages, ["d"])] == ["a", "b", "c", "d"]
+    assert [s.name for s in stage_order(stages, ["x", "d"])] == ["a", "x", "b", "c", "d"]
+    with pytest.raises(ValueError, match="unknown stage 'e'"):
+        stage_order(stages, ["e"])
+    with pytest.raises(ValueError, match="needs itself"):
+        stage_order((stage("p", "q"), stage("q", "p")), ["p"])
+
+
+def test_a_stage_whose_needs_have_not_run_is_a_clear_error(tmp_path, train_folder) -> None:
+    cfg = _config(tmp_path, train_folder)
+    with pytest.raises(FileNotFoundError, match="stage 'prior' has not finished"):
+        run(cfg, tmp_path / "run", CPU, "diffusion", resume=False)
+    with pytest.raises(ConfigError, match="unknown stage 'decoder'"):
+        run(cfg, tmp_path / "run", CPU, "decoder", resume=False)

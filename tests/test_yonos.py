@@ -9,16 +9,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from fastdiffsr.api import UpscaleOptions, upscale_tensor
 from fastdiffsr.data.datasets import downscale
 from fastdiffsr.demo import draw_scene
+from fastdiffsr.diffusion.sampling import q_sample
 from fastdiffsr.imageio import picture_to_tensor
-from fastdiffsr.methods.yonos import recipe as yr
-from fastdiffsr.methods.yonos.model import YONOS, YONOSConfig, without_unet, x0_prediction
+from fastdiffsr.methods.yonos.model import YONOS, YONOSConfig, without_unet
 from fastdiffsr.nn.autoencoder import AutoencoderConfig
 from fastdiffsr.nn.unet import UNetConfig
+from fastdiffsr.train.checkpoints import load_stages
+from fastdiffsr.train.recipes import latent
 from fastdiffsr.train.run import load_recipe, run
-from fastdiffsr.upscaler import count_params
+from fastdiffsr.upscaler import UpscaleOptions, count_params, upscale_tensor
 from fastdiffsr.zoo import available_models, load_model
 
 from .conftest import assert_seed_decides, assert_tiles_get_their_noise_crop, perturbed_unet_model
@@ -52,8 +53,7 @@ def test_shapes_and_size_requirements() -> None:
     assert model.multiple_of == 2  # s h divisible by f * 2 = 8 at s = 4
     lr = torch.rand(2, 3, 6, 10)
     assert model(lr).shape == (2, 3, 24, 40)
-    with pytest.raises(ValueError, match="multiple of 2"):
-        model(torch.rand(1, 3, 7, 8))
+    assert model(torch.rand(1, 3, 7, 8)).shape == (1, 3, 28, 32)  # padded, then cropped
 
 
 def test_residual_x0_parameterisation() -> None:
@@ -65,10 +65,11 @@ def test_residual_x0_parameterisation() -> None:
     t = torch.tensor([999, 5])
     assert torch.equal(bypass.predict_x0(z_t, t, z_lr), z_lr)
     assert not torch.equal(model.predict_x0(z_t, t, z_lr), z_lr)
-    plain = x0_prediction(bypass.unet, z_t, t, z_lr, residual=False)
-    assert torch.equal(plain, torch.zeros_like(z_lr))
+    plain = YONOS(replace(TINY, residual=False))
+    plain.load_state_dict(bypass.state_dict())  # the bypassed UNet, without the residual
+    assert torch.equal(plain.predict_x0(z_t, t, z_lr), torch.zeros_like(z_lr))
     lr = torch.rand(1, 3, 8, 8)
-    expected = bypass.decode(bypass.lr_latent(lr, 4)).clamp(0, 1)
+    expected = bypass.decode(bypass.lr_latent(lr)).clamp(0, 1)
     torch.testing.assert_close(bypass(lr), expected)
     with pytest.raises(ValueError, match="residual"):
         without_unet(YONOS(replace(TINY, residual=False)))
@@ -82,7 +83,8 @@ def test_one_step_is_one_unet_call_at_t_max() -> None:
     model(torch.rand(1, 3, 8, 8))
     assert seen == [[999]]
     seen.clear()
-    model.prepare(torch.rand(1, 3, 8, 8), steps=4)(torch.rand(1, 3 + 4, 8, 8))
+    model.prepare(torch.rand(1, 3, 8, 8), sampling_steps=4)(torch.rand(1, 3, 8, 8),
+                                                            torch.randn(1, 4, 8, 8))
     assert seen == [[999], [749], [499], [249]]
 
 
@@ -97,13 +99,13 @@ def test_tiles_share_the_image_noise() -> None:
 
 
 def test_noise_for_latents_finer_than_the_lr() -> None:
-    """f = 2 at x4: the latent is 2x the LR grid, carried as PixelUnshuffle_2 (16 channels)."""
+    """f = 2 at x4: the image noise is on the latent grid, 2x the LR's."""
     cfg = YONOSConfig(autoencoder=AutoencoderConfig(base_channels=8, channel_mults=(1, 2),
                                                     groups=4, attention_mid=False),
                       unet=TINY.unet)
     model = _model(cfg)
     lr = torch.rand(1, 3, 8, 12)
-    assert model.tile_noise(lr).shape == (1, 16, 8, 12)
+    assert model.image_noise(lr).shape == (1, 4, 16, 24)
     assert model(lr).shape == (1, 3, 32, 48)
 
 
@@ -116,26 +118,21 @@ def test_tiled_upscaling_has_no_seams() -> None:
     assert seam <= interior
 
 
-def _recipe(**stage_overrides) -> yr.YONOSRecipe:
-    return yr.YONOSRecipe(model=TINY, **stage_overrides)
-
-
 def test_distillation_target_is_the_teacher_on_the_x2_lr() -> None:
-    torch.manual_seed(0)
-    stage = yr.DistillStage(TINY)
-    with torch.no_grad():
-        for p in stage.teacher.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+    teacher = _model(replace(TINY, scale=2), seed=1)
+    stage = latent.DistillStage(YONOS(TINY), teacher, None, None)
     hr = torch.rand(2, 3, 32, 32)
     lr = downscale(hr, 4)
     torch.manual_seed(5)
     loss, _ = stage(lr, hr)
     torch.manual_seed(5)
-    _, z_t, t = yr.noised_latents(stage.model, hr)
+    model = stage.model
+    z0 = model.encode(hr)
+    t, eps = latent.timesteps_and_noise(z0, len(model.abar))
+    z_t = q_sample(z0, model.abar[t], eps)
     with torch.no_grad():
-        target = x0_prediction(stage.teacher, z_t, t, stage.model.lr_latent(downscale(hr, 2), 2),
-                               True)
-        pred = stage.model.predict_x0(z_t, t, stage.model.lr_latent(lr, 4))
+        target = teacher.predict_x0(z_t, t, teacher.lr_latent(downscale(hr, 2)))
+        pred = model.predict_x0(z_t, t, model.lr_latent(lr))
     assert torch.allclose(loss, torch.nn.functional.mse_loss(pred, target))
     # only the student's UNet learns
     trainable = {n for n, p in stage.named_parameters() if p.requires_grad}
@@ -143,7 +140,7 @@ def test_distillation_target_is_the_teacher_on_the_x2_lr() -> None:
 
 
 def test_decoder_stage_trains_only_the_decoder() -> None:
-    stage = yr.DecoderStage(TINY, 0.5)
+    stage = latent.DecoderStage(YONOS(TINY), 0.5)
     trainable = {n.split(".")[2] for n, p in stage.named_parameters() if p.requires_grad}
     assert trainable == {"decoder", "post_quant_conv"}
     loss, _ = stage(torch.rand(2, 3, 8, 8), torch.rand(2, 3, 32, 32))
@@ -155,7 +152,7 @@ def test_decoder_stage_trains_only_the_decoder() -> None:
 def test_decoder_stage_can_train_the_unet_end_to_end() -> None:
     """``train_unet``: the image loss reaches the UNet through the one-step sample; the
     encoder stays frozen."""
-    stage = yr.DecoderStage(TINY, 0.5, train_unet=True)
+    stage = latent.DecoderStage(YONOS(TINY), 0.5, train_unet=True)
     trainable = {n.split(".")[1] for n, p in stage.named_parameters() if p.requires_grad}
     assert trainable == {"unet", "autoencoder"}
     assert not any(p.requires_grad for p in stage.model.autoencoder.encoder.parameters())
@@ -167,7 +164,7 @@ def test_decoder_stage_can_train_the_unet_end_to_end() -> None:
 
 def test_autoencoder_stage_tracks_latent_std() -> None:
     torch.manual_seed(0)
-    stage = yr.AutoencoderStage(TINY, 1e-6, 0.5).train()
+    stage = latent.AutoencoderStage(TINY.autoencoder, 1e-6, 0.5).train()
     hr = torch.rand(2, 3, 32, 32)
     _, logs = stage(None, hr)
     assert set(logs) == {"rec", "kl"}
@@ -176,9 +173,9 @@ def test_autoencoder_stage_tracks_latent_std() -> None:
 
 
 def tiny_yonos_toml(data: Path) -> str:
-    stage = ("steps = 2\nbatch_size = 2\nlr_patch = 8\nwarmup = 1\nval_every = 2\n"
+    stage = ("iterations = 2\nbatch_size = 2\nlr_patch = 8\nwarmup = 1\nval_every = 2\n"
              f"checkpoint_every = 2\nlog_every = 1\nworkers = 0\nholdout = 2\ndata = \"{data}\"\n")
-    tables = "".join(f"[{s}]\n{stage}" for s in yr.STAGES + yr.ABLATION_STAGES)
+    tables = "".join(f"[{s.name}]\n{stage}" for s in latent.STAGES)
     return ("method = \"yonos\"\nname = \"yonos-tiny\"\n[model]\nscale = 4\n"
             "[model.autoencoder]\nbase_channels = 8\nchannel_mults = [1, 2, 2]\ngroups = 4\n"
             "attention_mid = false\n[model.unet]\nbase_channels = 8\nchannel_mults = [1, 2]\n"
@@ -194,14 +191,14 @@ def test_all_stages_train_and_export(tmp_path, train_folder) -> None:
     assert not (out / "direct_x4").exists()  # the ablation stage runs only when asked for
     assert run(config, out, torch.device("cpu"), "direct_x4", False) is None
     _, _, recipe = load_recipe(config)
-    scale = yr.latent_config(recipe, out).autoencoder.scaling_factor
+    weights = load_stages(out, [s.name for s in latent.STAGES])
+    scale = latent.latent_config(recipe, weights["autoencoder"]).autoencoder.scaling_factor
     assert scale != 1.0
     model = load_model(path)
     assert model.cfg.autoencoder.scaling_factor == scale
     # student and direct start from the teacher; the shipped model's decoder was fine-tuned
-    teacher = yr.assemble(recipe, out, "teacher_x2")
-    student = yr.assemble(recipe, out, "student_x4")
-    direct = yr.assemble(recipe, out, "direct_x4")
+    teacher, student, direct = (latent.stage_model(recipe, weights, s)
+                                for s in ("teacher_x2", "student_x4", "direct_x4"))
     assert not torch.equal(student.unet.conv_in.weight, teacher.unet.conv_in.weight)
     assert not torch.equal(direct.unet.conv_in.weight, student.unet.conv_in.weight)
     assert torch.equal(model.unet.conv_in.weight, student.unet.conv_in.weight)

@@ -19,6 +19,7 @@ from fastdiffsr.methods.bicubic import Bicubic, BicubicConfig
 from fastdiffsr.methods.rdsr.model import RDSR, RDSRConfig
 from fastdiffsr.zoo import (
     FORMAT,
+    WEIGHTS_DIR,
     ModelFileError,
     available_models,
     load_model,
@@ -40,7 +41,7 @@ def rdsr_file(tmp_path_factory) -> Path:
         for p in model.repd.parameters():
             p.add_(0.05 * torch.randn_like(p))
     path = tmp_path_factory.mktemp("models") / "tiny-rdsr.safetensors"
-    return save_model(model, path, provenance={"stage": "test", "steps": 3})
+    return save_model(model, path, provenance={"stage": "test", "iterations": 3})
 
 
 def _tensors_and_meta(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -92,7 +93,7 @@ def test_metadata_and_provenance(rdsr_file):
     assert meta["format"] == FORMAT and meta["method"] == "rdsr"
     cfg = json.loads(meta["config"])
     assert (cfg["channels"], cfg["blocks"], cfg["prior_dim"]) == (8, 2, 8)
-    assert model_provenance(rdsr_file) == {"stage": "test", "steps": 3}
+    assert model_provenance(rdsr_file) == {"stage": "test", "iterations": 3}
 
 
 def test_shipped_models():
@@ -247,3 +248,34 @@ def test_no_pickle_imports():
             else:
                 continue
             assert not banned & set(names), f"{path}:{node.lineno} imports {names}"
+
+
+@pytest.mark.parametrize("name, old", [("rdsr", "diffusion_steps"), ("yonos", "train_timesteps"),
+                                       ("bidiffsr", "train_timesteps")])
+def test_files_with_the_old_key_names_load(name: str, old: str, tmp_path) -> None:
+    """Files written before training iterations, sampling steps and diffusion timesteps got
+    distinct names (``steps``, ``train_timesteps``, ``diffusion_steps`` in the config) load with
+    the same config and output."""
+    from fastdiffsr.zoo import method
+
+    from .test_contract import TINY
+
+    torch.manual_seed(0)
+    model = method(name).build(TINY[name])
+    new = save_model(model, tmp_path / "new.safetensors")
+    tensors, meta = _tensors_and_meta(new)
+    config = json.loads(meta["config"])
+    config[old] = config.pop("timesteps")
+    if "sampling_steps" in config:
+        config["steps"] = config.pop("sampling_steps")
+    save_file(tensors, tmp_path / "old.safetensors", {**meta, "config": json.dumps(config)})
+    a, b = load_model(new), load_model(tmp_path / "old.safetensors")
+    assert a.cfg == b.cfg == TINY[name]
+    lr = torch.rand(1, 3, 8, 8)
+    assert torch.equal(a(lr), b(lr))
+
+
+def test_shipped_files_use_the_current_key_names() -> None:
+    for name in available_models():
+        config = json.loads(read_metadata(WEIGHTS_DIR / f"{name}.safetensors")["config"])
+        assert not {"steps", "train_timesteps", "diffusion_steps"} & set(config)

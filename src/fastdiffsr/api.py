@@ -4,65 +4,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
-from torch import Tensor
 
 from .imageio import Picture, picture_to_tensor, read_image, tensor_to_pixels
 from .resize import imresize
-from .tiling import auto_tile_size, pad_to_requirements, tiled_apply
-from .upscaler import Upscaler, model_device
+from .upscaler import DEFAULTS, UpscaleOptions, Upscaler, model_device, upscale_tensor
 from .zoo import DEFAULT_MODEL, load_model
 
 ImageLike = Picture | np.ndarray | Image.Image | str | os.PathLike
-
-
-@dataclass(frozen=True)
-class UpscaleOptions:
-    outscale: float | None = None  # final scale; None: the model's own
-    tile: int | None = None  # LR tile side; None: chosen from ``memory_budget``
-    tile_overlap: int | None = None  # None: the model's own requirement
-    batch_tiles: int = 4  # tiles per forward call
-    steps: int | None = None  # diffusion steps; None: the model's default
-    seed: int = 0
-    memory_budget: int = 2 * 1024**3  # bytes of activations per forward call
-
-
-DEFAULTS = UpscaleOptions()
-
-
-def upscale_tensor(
-    model: Upscaler, lr: Tensor, opts: UpscaleOptions = DEFAULTS,
-    progress: Callable[[int, int], None] | None = None,
-) -> Tensor:
-    """[1, 3, H, W] in [0, 1] -> [1, 3, sH, sW] in [0, 1] (the Upscaler contract): per-image
-    preparation, then tiling."""
-    h, w = lr.shape[-2:]
-    x = pad_to_requirements(lr, model.multiple_of, model.minimum)
-    overlap = model.tile_overlap if opts.tile_overlap is None else opts.tile_overlap
-    with torch.inference_mode():
-        fn = model.prepare(x, opts.steps, opts.seed)
-        noise = model.tile_noise(x, opts.seed)
-        tiles_of = x if noise is None else torch.cat([x, noise], dim=1)
-        y = tiled_apply(fn, tiles_of, _tile_size(model, x, opts), overlap, model.scale,
-                        batch_size=opts.batch_tiles,
-                        multiple_of=model.multiple_of,
-                        bytes_per_lr_pixel=model.bytes_per_lr_pixel,
-                        memory_budget=opts.memory_budget, progress=progress)
-    return y[..., : h * model.scale, : w * model.scale]
-
-
-def _tile_size(model: Upscaler, x: Tensor, opts: UpscaleOptions) -> int | None:
-    """The user's tile, else the memory budget's, capped by the model's ``max_tile``."""
-    if opts.tile is not None or not model.max_tile:
-        return opts.tile
-    h, w = x.shape[-2:]
-    auto = auto_tile_size(h, w, model.bytes_per_lr_pixel, opts.memory_budget, model.multiple_of)
-    return min(auto, model.max_tile)
 
 
 def upscale_picture(
@@ -96,7 +49,7 @@ def upscale(
     """Upscale one image; returns the same kind it was given (a path gives a ``Picture``).
 
     ``options`` are the fields of ``UpscaleOptions`` (outscale, tile, tile_overlap, batch_tiles,
-    steps, seed, memory_budget). Arrays are H x W (x C) uint8, uint16 or float in [0, 1].
+    sampling_steps, seed, memory_budget). Arrays are H x W (x C) uint8, uint16 or float in [0, 1].
     """
     net = load_model(model, device) if isinstance(model, str) else model
     opts = UpscaleOptions(**options)

@@ -14,10 +14,16 @@ from pathlib import Path
 
 import torch
 
-from .api import DEFAULTS, UpscaleOptions, upscale_tensor
-from .train.run import load_recipe
-from .upscaler import Upscaler, count_params, measure_flops, model_device
-from .zoo import load_model
+from .upscaler import (
+    DEFAULTS,
+    UpscaleOptions,
+    Upscaler,
+    count_params,
+    measure_flops,
+    model_device,
+    upscale_tensor,
+)
+from .zoo import load_model, method
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -68,8 +74,10 @@ def bench_model(spec: str, device: str = "cpu", deploy: bool = True) -> Upscaler
     paper configs). Cost does not depend on the weights."""
     if not spec.endswith(".toml"):
         return load_model(spec, device, deploy)
-    method, _, recipe = load_recipe(Path(spec))
-    model = method.build(recipe.model)
+    from .train.run import load_recipe  # only a config needs the training side
+
+    name, _, recipe = load_recipe(Path(spec))
+    model = method(name).build(recipe.model)
     if deploy:
         model.fuse()
     return model.to(device).eval()
@@ -102,7 +110,7 @@ class Timing:
     latency_s: float  # median over repeats
     flops: int
     tiles: int  # model evaluations per sampling step
-    steps: int  # sampling steps (0: not a diffusion sampler)
+    sampling_steps: int  # 0: not a diffusion sampler
 
     @property
     def gflops_per_s(self) -> float:
@@ -124,22 +132,24 @@ def time_upscale(model: Upscaler, lr_side: int, repeats: int = 5,
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
     flops = measure_flops(lambda: upscale_tensor(model, x, opts))
-    steps = (opts.steps or model.default_steps) if model.default_steps else 0
+    diffusion = model.default_sampling_steps > 0
+    steps = (opts.sampling_steps or model.default_sampling_steps) if diffusion else 0
     return Timing(lr_side, statistics.median(times), flops, tiles[-1], steps)
 
 
 def bench_table(name: str, model: Upscaler, timings: list[Timing], peaks_mb: list[float],
                 threads: int, matmul: float) -> str:
-    """Markdown table; a diffusion sampler also gets its steps and the latency per step."""
+    """Markdown table; a diffusion sampler also gets its sampling steps and the latency per
+    sampling step."""
     rows = [f"`{name}`: {count_params(model):,} params, {threads} threads, matmul floor "
             f"{matmul:.0f} GFLOP/s", "",
-            "| input -> output | tiles | steps | latency (ms) | per step (ms) "
+            "| input -> output | tiles | sampling steps | latency (ms) | per step (ms) "
             "| peak RSS rise (MB) | GFLOPs | achieved GFLOP/s |",
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for t, peak in zip(timings, peaks_mb, strict=True):
         side = t.lr_side * model.scale
-        per_step = f"{t.latency_s * 1e3 / t.steps:.1f}" if t.steps else ""
-        rows.append(f"| {t.lr_side}->{side} | {t.tiles} | {t.steps or ''} | "
+        per_step = f"{t.latency_s * 1e3 / t.sampling_steps:.1f}" if t.sampling_steps else ""
+        rows.append(f"| {t.lr_side}->{side} | {t.tiles} | {t.sampling_steps or ''} | "
                     f"{t.latency_s * 1e3:.1f} | {per_step} | {peak:.0f} | "
                     f"{t.flops / 1e9:.2f} | {t.gflops_per_s:.1f} |")
     return "\n".join(rows)

@@ -18,15 +18,21 @@ USER_ERRORS = (ModelFileError, ImageReadError, ConfigError, FileNotFoundError)
 DEFAULT_BENCH_DATA = Path("../shared/data/bench")
 
 
+def _add_sampling_steps(p) -> None:
+    p.add_argument("--sampling-steps", "--steps", type=int, dest="sampling_steps",
+                   help="diffusion sampling steps (default: the model's)")
+
+
 def _add_upscale(sub) -> None:
     p = sub.add_parser("upscale", help="upscale an image or a folder of images")
     p.add_argument("-i", "--input", required=True, type=Path, help="image file or folder")
     p.add_argument("-o", "--output", type=Path, default=Path("results"), help="output folder")
     p.add_argument("-n", "--model", default=DEFAULT_MODEL, help="model name or .safetensors")
     p.add_argument("-s", "--outscale", type=float, help="final scale (default: the model's)")
-    p.add_argument("--tile", type=int, help="LR tile size (default: from a memory budget)")
+    p.add_argument("--tile", type=int,
+                   help="LR tile side, 0 for the whole image (default: from a memory budget)")
     p.add_argument("--tile-overlap", type=int, help="LR overlap (default: the model's)")
-    p.add_argument("--steps", type=int, help="diffusion steps (default: the model's)")
+    _add_sampling_steps(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--threads", type=int, help="CPU threads for torch")
@@ -41,7 +47,7 @@ def _add_eval(sub) -> None:
     p.add_argument("--sets", default="Set5,Set14,B100")
     p.add_argument("--scale", type=int, default=4)
     p.add_argument("--report", type=Path, help="folder for report.md, results.json, crops")
-    p.add_argument("--steps", type=int)
+    _add_sampling_steps(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--unfused", action="store_true", help="evaluate the training form")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -55,7 +61,7 @@ def _add_bench(sub) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--sizes", default="128,512", help="LR sides to time")
-    p.add_argument("--steps", type=int)
+    _add_sampling_steps(p)
     p.add_argument("--unfused", action="store_true")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
 
@@ -67,10 +73,12 @@ def _add_train(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue from OUT/<stage>/last.ckpt")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", type=Path, help="output folder (default runs/<config name>)")
-    p.add_argument("--stop-at", type=int, help="stop after this step (resume later)")
+    p.add_argument("--stop-at", type=int, metavar="ITERATION",
+                   help="stop after this training iteration (resume later)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set model.conditioning=concat "
-                        "--set teacher_x2.steps=400 (repeatable; recorded in the model file)")
+                        "--set teacher_x2.iterations=400 (repeatable; recorded in the model "
+                        "file; a relative path resolves against the config file's folder)")
 
 
 def cmd_upscale(args) -> int:

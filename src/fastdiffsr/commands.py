@@ -8,17 +8,17 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .api import UpscaleOptions, upscale_picture
+from .api import upscale_picture
 from .bench import bench_model, bench_table, fresh_process_peak_mb, matmul_gflops, time_upscale
-from .evaluation import evaluate_set, format_table, model_cost, write_report
 from .imageio import Picture, is_image_file, read_image, write_image
+from .upscaler import UpscaleOptions
 from .zoo import available_models, load_model, model_provenance, resolve
 
 
 def _options(args) -> UpscaleOptions:
     return UpscaleOptions(
         outscale=getattr(args, "outscale", None), tile=getattr(args, "tile", None),
-        tile_overlap=getattr(args, "tile_overlap", None), steps=args.steps,
+        tile_overlap=getattr(args, "tile_overlap", None), sampling_steps=args.sampling_steps,
         seed=getattr(args, "seed", 0),
     )
 
@@ -80,6 +80,9 @@ def _tile_progress(bar: tqdm):
 
 def evaluate(args) -> int:
     """Scores per set, printed as a table; a Markdown report with crops under --report."""
+    # evaluation reads benchmark folders through fastdiffsr.data, which upscaling never imports
+    from .evaluation import evaluate_set, format_table, model_cost, write_report
+
     model = load_model(args.model, args.device, deploy=not args.unfused)
     if model.scale != args.scale:
         raise SystemExit(f"model '{args.model}' is x{model.scale}, not x{args.scale}")
@@ -92,7 +95,7 @@ def evaluate(args) -> int:
     cost = model_cost(model, 128, opts)
     print(format_table(results, cost))
     if args.report:
-        settings = {"scale": args.scale, "steps": args.steps, "seed": args.seed,
+        settings = {"scale": args.scale, "sampling_steps": args.sampling_steps, "seed": args.seed,
                     "form": "unfused" if args.unfused else "deploy",
                     "threads": torch.get_num_threads()}
         path = write_report(args.report, args.model, results, cost, strips, settings)

@@ -1,8 +1,13 @@
-"""Typed frozen dataclass configs from TOML: unknown keys are errors, nested tables recurse."""
+"""Typed frozen dataclass configs from TOML: unknown keys are errors, nested tables recurse.
+
+A field declared with ``metadata=PATH`` holds a file or folder path; ``from_dict`` with a
+``base`` folder (the config file's) resolves a relative path written in the table against it.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from pathlib import Path
@@ -12,13 +17,17 @@ import tomllib
 
 T = TypeVar("T")
 
+PATH = {"path": True}  # dataclass field metadata: the value is a path
+
 
 class ConfigError(ValueError):
     """A config file or table does not match its dataclass."""
 
 
-def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
-    """Build dataclass ``cls`` from ``data``; nested dataclass fields take nested tables."""
+def from_dict(cls: type[T], data: dict[str, Any], where: str = "", base: Path | None = None
+              ) -> T:
+    """Build dataclass ``cls`` from ``data``; nested dataclass fields take nested tables.
+    With ``base``, relative paths in ``PATH`` fields resolve against that folder."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
@@ -26,18 +35,22 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for name, value in data.items():
-        kwargs[name] = _convert(hints[name], value, f"{where}.{name}" if where else name)
+        key = f"{where}.{name}" if where else name
+        value = _convert(hints[name], value, key, base)
+        if base is not None and fields[name].metadata.get("path") and isinstance(value, str):
+            value = os.path.normpath(base / value)  # an absolute value stays as it is
+        kwargs[name] = value
     try:
         return cls(**kwargs)
     except TypeError as e:
         raise ConfigError(f"[{where or cls.__name__}]: {e}") from e
 
 
-def _convert(hint: Any, value: Any, where: str) -> Any:
+def _convert(hint: Any, value: Any, where: str, base: Path | None) -> Any:
     if dataclasses.is_dataclass(hint):
         if not isinstance(value, dict):
             raise ConfigError(f"{where} must be a table")
-        return from_dict(hint, value, where)
+        return from_dict(hint, value, where, base)
     origin = typing.get_origin(hint)
     if origin is tuple:
         return tuple(value)
@@ -52,7 +65,7 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
 
 def apply_overrides(data: dict[str, Any], overrides: typing.Sequence[str]) -> dict[str, Any]:
     """``data`` with each ``"a.b.key=value"`` set (value read as TOML, else as a string), e.g.
-    ``model.conditioning=concat`` or ``teacher_x2.steps=400``; the tables must exist."""
+    ``model.conditioning=concat`` or ``teacher_x2.iterations=400``; the tables must exist."""
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or not key:

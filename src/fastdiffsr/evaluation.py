@@ -11,12 +11,19 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .api import DEFAULTS, UpscaleOptions, upscale_tensor
 from .data.datasets import benchmark_pairs, load_pair
 from .imageio import Picture, write_image
 from .metrics import psnr_y, quantize, ssim_y
 from .resize import imresize
-from .upscaler import Upscaler, count_params, measure_flops, model_device
+from .upscaler import (
+    DEFAULTS,
+    UpscaleOptions,
+    Upscaler,
+    count_params,
+    measure_flops,
+    model_device,
+    upscale_tensor,
+)
 
 
 @dataclass(frozen=True)

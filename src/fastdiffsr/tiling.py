@@ -22,7 +22,7 @@ default (exact for ``overlap >= 4 * r``, cross-fade over the central half of the
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -34,7 +34,7 @@ __all__ = ["auto_tile_size", "blend_window", "tile_starts", "tiled_apply"]
 _FLOOR = 1e-8  # weight of guard-band pixels: > 0, so normalisation never divides by zero
 
 Edges = tuple[bool, bool, bool, bool]
-TileFn = Callable[[Tensor], Tensor]
+TileFn = Callable[..., Tensor]
 
 
 def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
@@ -153,16 +153,28 @@ def auto_tile_size(
     return min(max(side, floor), cap)
 
 
-def _check_input(x: Tensor, tile: int | None, overlap: int, scale: int, batch_size: int) -> None:
-    """Validate ``tiled_apply`` arguments; ``x`` must be ``[1, C, H, W]``."""
+def _grid_ratios(inputs: list[Tensor]) -> list[int]:
+    """Each input's grid ratio r to the first (the LR [1, C, H, W]): input i is
+    [1, C_i, r H, r W] with r a positive integer; raises ValueError otherwise."""
+    x = inputs[0]
     if x.ndim != 4 or x.shape[0] != 1:
         raise ValueError(f"x must have shape [1, C, H, W], got {list(x.shape)}")
-    if tile is not None and tile < 1:
-        raise ValueError(f"tile must be >= 1 or None, got {tile}")
-    if overlap < 0 or scale < 1 or batch_size < 1:
+    h, w = x.shape[-2:]
+    ratios = []
+    for t in inputs:
+        r = t.shape[-2] // h if t.ndim == 4 else 0
+        if r < 1 or t.shape[0] != 1 or tuple(t.shape[-2:]) != (r * h, r * w):
+            raise ValueError(f"every input must be [1, C, rH, rW] with H, W = {h}, {w} and an "
+                             f"integer r >= 1, got {list(t.shape)}")
+        ratios.append(r)
+    return ratios
+
+
+def _check_args(tile: int, overlap: int, scale: int, batch_size: int) -> None:
+    if tile < 1 or overlap < 0 or scale < 1 or batch_size < 1:
         raise ValueError(
-            f"need overlap >= 0, scale >= 1, batch_size >= 1; got overlap={overlap}, "
-            f"scale={scale}, batch_size={batch_size}"
+            f"need tile >= 1, overlap >= 0, scale >= 1, batch_size >= 1; got tile={tile}, "
+            f"overlap={overlap}, scale={scale}, batch_size={batch_size}"
         )
 
 
@@ -243,7 +255,8 @@ class _Blender:
 
 def _run_tiles(
     fn: TileFn,
-    x: Tensor,
+    inputs: list[Tensor],
+    ratios: list[int],
     th: int,
     tw: int,
     overlap: int,
@@ -252,13 +265,17 @@ def _run_tiles(
     per_call: int,
     progress: Callable[[int, int], None] | None,
 ) -> Tensor:
-    """Tile ``x`` ``[1, C, H, W]`` into ``th x tw`` tiles, run ``fn`` and blend the outputs."""
-    h, w = x.shape[-2:]
+    """Cut every input into the same ``th x tw`` LR tiles (input i at its grid ratio
+    ``ratios[i]``), run ``fn`` on batches of them and blend the outputs."""
+    h, w = inputs[0].shape[-2:]
     grid = _tile_grid(h, w, th, tw, overlap)
     blender: _Blender | None = None
     for i in range(0, len(grid), per_call):
         chunk = grid[i : i + per_call]
-        y = fn(torch.cat([x[:, :, y0 : y0 + th, x0 : x0 + tw] for y0, x0, _ in chunk]))
+        crops = [torch.cat([t[:, :, r * y0 : r * (y0 + th), r * x0 : r * (x0 + tw)]
+                            for y0, x0, _ in chunk])
+                 for t, r in zip(inputs, ratios, strict=True)]
+        y = fn(*crops)
         channels = None if blender is None else blender.acc.shape[1]
         _check_output(y, len(chunk), th * scale, tw * scale, channels)
         if blender is None:
@@ -271,27 +288,27 @@ def _run_tiles(
 
 def tiled_apply(
     fn: TileFn,
-    x: Tensor,
-    tile: int | None,
+    inputs: Tensor | Sequence[Tensor],
+    tile: int,
     overlap: int,
     scale: int,
     *,
     batch_size: int = 4,
-    multiple_of: int = 1,
     bytes_per_lr_pixel: float = 0.0,
     memory_budget: int = 2 * 1024**3,
     progress: Callable[[int, int], None] | None = None,
     guard: int | None = None,
 ) -> Tensor:
-    """Apply an SR model ``fn`` to ``x`` tile by tile and blend the tiles seamlessly.
+    """Apply an SR model ``fn`` to an image tile by tile and blend the tiles seamlessly.
 
     Args:
-        fn: maps LR tiles ``[B, C, th, tw]`` to ``[B, C_out, th*scale, tw*scale]``.
-        x: one LR image ``[1, C, H, W]``.
-        tile: tile size in LR px; None picks it with ``auto_tile_size(H, W,
-            bytes_per_lr_pixel, memory_budget, multiple_of)`` (whole image when
-            ``bytes_per_lr_pixel == 0``).  ``multiple_of`` only affects this choice.
-            Tiles are ``min(tile, H) x min(tile, W)``, so all have the same shape.
+        fn: maps tiles of every input, ``fn(lr [B, C, th, tw], *others)``, to
+            ``[B, C_out, th*scale, tw*scale]``.
+        inputs: one LR image ``x`` ``[1, C, H, W]``, or a sequence of it and tensors on finer
+            grids ``[1, C_i, r H, r W]`` (integer r, e.g. a diffusion model's noise): every
+            tensor is cropped at the same place, scaled by its r.
+        tile: tile side in LR px; tiles are ``min(tile, H) x min(tile, W)``, so all have the
+            same shape (``upscaler.tile_size`` chooses it for a model).
         overlap: LR px shared by neighbouring tiles, clamped to ``tile - 1``.
         scale: upscaling factor of ``fn``.
         batch_size: maximum tiles per ``fn`` call; when ``bytes_per_lr_pixel > 0`` it is
@@ -302,14 +319,14 @@ def tiled_apply(
 
     Returns ``[1, C_out, H*scale, W*scale]`` with the dtype and device of ``fn``'s output.
     Runs under the caller's grad mode; exceptions from ``fn`` propagate unchanged.
-    If the image fits in one tile, returns ``fn(x)``.
+    If the image fits in one tile, returns ``fn(*inputs)``.
     """
-    _check_input(x, tile, overlap, scale, batch_size)
-    h, w = x.shape[-2:]
-    if tile is None:
-        tile = auto_tile_size(h, w, bytes_per_lr_pixel, memory_budget, multiple_of)
+    inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
+    ratios = _grid_ratios(inputs)
+    _check_args(tile, overlap, scale, batch_size)
+    h, w = inputs[0].shape[-2:]
     if h <= tile and w <= tile:
-        y = fn(x)
+        y = fn(*inputs)
         _check_output(y, 1, h * scale, w * scale, None)
         if progress is not None:
             progress(1, 1)
@@ -320,7 +337,7 @@ def tiled_apply(
     if guard < 0:
         raise ValueError(f"guard must be >= 0, got {guard}")
     per_call = _batch_limit(batch_size, th, tw, bytes_per_lr_pixel, memory_budget)
-    return _run_tiles(fn, x, th, tw, overlap, guard, scale, per_call, progress)
+    return _run_tiles(fn, inputs, ratios, th, tw, overlap, guard, scale, per_call, progress)
 
 
 def pad_to_requirements(x: Tensor, multiple_of: int, minimum: int) -> Tensor:

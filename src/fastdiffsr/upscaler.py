@@ -1,20 +1,32 @@
-"""The contract every loadable model follows (DESIGN.md, "Upscaler")."""
+"""The contract every loadable model follows (DESIGN.md, "Upscaler") and the one inference path.
+
+``upscale_tensor`` is the only place that pads an image to the model's requirements, draws the
+image's noise once, chooses the tile size, tiles, blends and crops; the CLI, the Python API,
+evaluation, benchmarks, training validation and the ablation scripts all call it, and so does
+``Upscaler.forward`` (whole images, one tile).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-TileFn = Callable[[Tensor], Tensor]
+from .tiling import auto_tile_size, pad_to_requirements, tiled_apply
+
+# (LR tile [B, 3, th, tw], its crop of the image noise [B, k, r th, r tw] when the model has
+# image noise) -> SR tile [B, 3, s th, s tw]
+TileFn = Callable[..., Tensor]
 
 
 class Upscaler(nn.Module):
     """``forward(lr [B,3,h,w] in [0,1]) -> [B,3,h*s,w*s]`` plus the metadata tiling needs.
 
-    ``prepare(lr_full)`` does the per-image work once (e.g. RDSR's prior vector, a diffusion
-    model's seeded noise) and returns the function applied to each tile of that image.
+    Subclasses give ``prepare`` (per-image work once, e.g. RDSR's prior vector; returns the
+    per-tile function) and, for diffusion samplers, ``image_noise`` (the noise field the whole
+    image shares, which the tiler crops beside the LR).
     """
 
     method: str = ""
@@ -23,23 +35,29 @@ class Upscaler(nn.Module):
     minimum: int = 1  # smallest input side
     tile_overlap: int = 16  # LR pixels of overlap tiles need to be seamless
     max_tile: int = 0  # largest LR tile side to run by default (e.g. attention); 0: no limit
-    default_steps: int = 0  # diffusion steps at inference (0: not a diffusion sampler)
+    default_sampling_steps: int = 0  # sampling steps at inference (0: not a diffusion sampler)
     bf16_safe: bool = False
     bytes_per_lr_pixel: float = 0.0  # activation memory per LR pixel; 0: unknown (no auto tiles)
 
-    def prepare(self, lr: Tensor, steps: int | None = None, seed: int = 0) -> TileFn:
-        """Per-image set-up on the whole LR image [1,3,H,W]; returns the per-tile function."""
-        del lr, steps, seed
-        return self.forward
+    def prepare(self, lr: Tensor, sampling_steps: int | None = None, seed: int = 0) -> TileFn:
+        """Per-image set-up on the whole (padded) LR image [1,3,H,W]; returns the per-tile
+        function. The default is the model's ``tile_forward``."""
+        del lr, sampling_steps, seed
+        return self.tile_forward
 
-    def tile_noise(self, lr: Tensor, seed: int = 0) -> Tensor | None:
-        """Noise every tile of one image must share, at LR resolution [1, k, H, W], or None.
+    def tile_forward(self, lr: Tensor) -> Tensor:
+        """The per-tile function of a model with no per-image work."""
+        raise NotImplementedError(f"{type(self).__name__} defines neither prepare nor tile_forward")
 
-        The tiler crops it together with the LR, so ``prepare``'s function then receives
-        cat(LR tile, noise tile) [B, 3 + k, th, tw].
-        """
+    def image_noise(self, lr: Tensor, seed: int = 0) -> Tensor | None:
+        """Noise every tile of one image shares, drawn once for the whole (padded) LR image
+        [1,3,H,W]: [1, k, r H, r W] on a grid r >= 1 times the LR's, or None (no noise)."""
         del lr, seed
         return None
+
+    def forward(self, lr: Tensor) -> Tensor:
+        """Whole images [B, 3, h, w], one tile each, seed 0, default sampling steps."""
+        return torch.cat([upscale_tensor(self, x, WHOLE_IMAGE) for x in lr.split(1)])
 
     def fuse(self) -> None:
         """Convert to the deployment form in place (reparameterisation); a no-op by default."""
@@ -53,10 +71,58 @@ class Upscaler(nn.Module):
             "minimum": self.minimum,
             "tile_overlap": self.tile_overlap,
             "max_tile": self.max_tile,
-            "default_steps": self.default_steps,
+            "default_sampling_steps": self.default_sampling_steps,
             "bf16_safe": self.bf16_safe,
             "params": count_params(self),
         }
+
+
+@dataclass(frozen=True)
+class UpscaleOptions:
+    outscale: float | None = None  # final scale; None: the model's own
+    tile: int | None = None  # LR tile side; 0: the whole image; None: from ``memory_budget``
+    tile_overlap: int | None = None  # None: the model's own requirement
+    batch_tiles: int = 4  # tiles per forward call
+    sampling_steps: int | None = None  # None: the model's default
+    seed: int = 0
+    memory_budget: int = 2 * 1024**3  # bytes of activations per forward call
+
+
+DEFAULTS = UpscaleOptions()
+WHOLE_IMAGE = UpscaleOptions(tile=0)
+
+
+def upscale_tensor(
+    model: Upscaler, lr: Tensor, opts: UpscaleOptions = DEFAULTS,
+    progress: Callable[[int, int], None] | None = None,
+) -> Tensor:
+    """[1, 3, H, W] in [0, 1] -> [1, 3, sH, sW]: pad, per-image preparation, the image's noise
+    drawn once, tiles (the LR and the noise cropped alike), blend, crop.
+
+    Runs in inference mode: no autograd graph, whoever calls it.
+    """
+    h, w = lr.shape[-2:]
+    x = pad_to_requirements(lr, model.multiple_of, model.minimum)
+    overlap = model.tile_overlap if opts.tile_overlap is None else opts.tile_overlap
+    with torch.inference_mode():
+        fn = model.prepare(x, opts.sampling_steps, opts.seed)
+        noise = model.image_noise(x, opts.seed)
+        inputs = [x] if noise is None else [x, noise]
+        y = tiled_apply(fn, inputs, tile_size(model, x, opts), overlap, model.scale,
+                        batch_size=opts.batch_tiles, bytes_per_lr_pixel=model.bytes_per_lr_pixel,
+                        memory_budget=opts.memory_budget, progress=progress)
+    return y[..., : h * model.scale, : w * model.scale]
+
+
+def tile_size(model: Upscaler, x: Tensor, opts: UpscaleOptions) -> int:
+    """The LR tile side for the padded image ``x``: the user's (0: the whole image, as
+    Real-ESRGAN's ``--tile 0``), else the largest that fits the memory budget
+    (``tiling.auto_tile_size``), capped by the model's ``max_tile``."""
+    h, w = x.shape[-2:]
+    if opts.tile is not None:
+        return opts.tile or max(h, w)
+    auto = auto_tile_size(h, w, model.bytes_per_lr_pixel, opts.memory_budget, model.multiple_of)
+    return min(auto, model.max_tile) if model.max_tile else auto
 
 
 def model_device(module: nn.Module) -> torch.device:

@@ -3,21 +3,22 @@
 One ``.safetensors`` file per model. Its metadata holds ``format`` ("fastdiffsr"), ``method``,
 ``config`` (the model dataclass as JSON) and ``provenance`` (JSON: how it was trained).
 Loading never unpickles; any unreadable, truncated or foreign file raises ``ModelFileError``
-naming the file.
+naming the file. Loading a model imports its own method's inference code only (``METHODS``
+maps names to module paths), never ``fastdiffsr.train``.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
-from types import ModuleType
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .config import ConfigError, from_dict, to_dict
-from .methods import bicubic, bidiffsr, edgesdsr, rdsr, yonos
 from .upscaler import Upscaler
 
 FORMAT = "fastdiffsr"
@@ -25,9 +26,44 @@ WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_MODEL = "rdsr-x4"
 ALIASES = {"bicubic": "bicubic-x4"}
 
-# The registry: method name -> module with ``Config`` and ``build(cfg) -> Upscaler``.
-METHODS: dict[str, ModuleType] = {"bicubic": bicubic, "rdsr": rdsr, "yonos": yonos,
-                                  "bidiffsr": bidiffsr, "edgesdsr": edgesdsr}
+# The registry: method name -> the module (a ``Method``) that builds its inference model,
+# imported when a model of that method is loaded.
+METHODS: dict[str, str] = {
+    "bicubic": "fastdiffsr.methods.bicubic",
+    "rdsr": "fastdiffsr.methods.rdsr",
+    "bidiffsr": "fastdiffsr.methods.bidiffsr",
+    "yonos": "fastdiffsr.methods.yonos",
+    "edgesdsr": "fastdiffsr.methods.edgesdsr",
+}
+
+# Model-config keys renamed when training iterations, sampling steps and diffusion timesteps got
+# distinct names (2026-12-04); files written before keep loading.
+RENAMED_CONFIG_KEYS = {"steps": "sampling_steps", "train_timesteps": "timesteps",
+                       "diffusion_steps": "timesteps"}
+
+
+@runtime_checkable
+class Method(Protocol):
+    """The inference contract of a method (an entry of ``METHODS``): its config dataclass and
+    ``build(cfg)``, the model in its training form (``load_model`` calls ``fuse`` to deploy).
+    Training adds ``fastdiffsr.train.registry.Recipe``."""
+
+    Config: type
+
+    def build(self, cfg: Any) -> Upscaler: ...
+
+
+def method(name: str) -> Method:
+    """The module of a registered method, imported on first use."""
+    if name not in METHODS:
+        raise KeyError(f"unknown method {name!r}; methods: {', '.join(METHODS)}")
+    return importlib.import_module(METHODS[name])
+
+
+def method_config(name: str, data: dict[str, Any]) -> Any:
+    """A method's config dataclass from its JSON/TOML table, reading the renamed keys' old names."""
+    data = {RENAMED_CONFIG_KEYS.get(k, k): v for k, v in data.items()}
+    return from_dict(method(name).Config, data)
 
 
 class ModelFileError(ValueError):
@@ -88,17 +124,16 @@ def load_model(
     """
     path = resolve(name_or_path)
     meta = read_metadata(path)
-    method = METHODS[meta["method"]]
+    name = meta["method"]
     try:
-        cfg = from_dict(method.Config, json.loads(meta["config"]))
-        model = method.build(cfg)
+        model = method(name).build(method_config(name, json.loads(meta["config"])))
         state = {}
         with safe_open(str(path), framework="pt") as f:
             for key in f.keys():  # noqa: SIM118 (safe_open is not a dict)
                 state[key] = f.get_tensor(key)
         model.load_state_dict(state)
     except (ConfigError, json.JSONDecodeError, TypeError, ValueError, RuntimeError, KeyError) as e:
-        raise ModelFileError(f"{path}: weights do not match method '{meta['method']}': {e}") from e
+        raise ModelFileError(f"{path}: weights do not match method '{name}': {e}") from e
     if deploy:
         model.fuse()
     return model.to(device).eval()

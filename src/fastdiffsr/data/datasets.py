@@ -1,8 +1,8 @@
 """Training and evaluation data.
 
 ``HRPatches`` is indexed by a global sample number: sample i is a pure function of (seed, i)
-(image, crop, flip, rotation), so a run resumed at step k, or split over N DDP ranks, sees exactly
-the samples an uninterrupted single-process run sees.
+(image, crop, flip, rotation), so a run resumed at iteration k, or split over N DDP ranks, sees
+exactly the samples an uninterrupted single-process run sees.
 """
 
 from __future__ import annotations
@@ -91,23 +91,23 @@ class HRPatches(Dataset):
         return downscale(hr, s), hr
 
 
-class StepSampler(Sampler[int]):
-    """Global sample numbers for steps [start, steps) of rank ``rank`` out of ``world``.
+class IterationSampler(Sampler[int]):
+    """Global sample numbers for training iterations [start, end) of rank ``rank`` of ``world``.
 
-    Step k uses samples k*B*world ... (k+1)*B*world - 1; rank r takes its contiguous B of them,
-    so 2 ranks at batch B see the same samples as 1 rank at batch 2B.
+    Iteration k uses samples k*B*world ... (k+1)*B*world - 1; rank r takes its contiguous B of
+    them, so 2 ranks at batch B see the same samples as 1 rank at batch 2B.
     """
 
-    def __init__(self, start: int, steps: int, batch: int, rank: int = 0, world: int = 1):
-        self.start, self.steps, self.batch, self.rank, self.world = start, steps, batch, rank, world
+    def __init__(self, start: int, end: int, batch: int, rank: int = 0, world: int = 1):
+        self.start, self.end, self.batch, self.rank, self.world = start, end, batch, rank, world
 
     def __iter__(self):
-        for k in range(self.start, self.steps):
+        for k in range(self.start, self.end):
             base = (k * self.world + self.rank) * self.batch
             yield from range(base, base + self.batch)
 
     def __len__(self) -> int:
-        return (self.steps - self.start) * self.batch
+        return (self.end - self.start) * self.batch
 
 
 def load_pair(hr_path: Path, lr_path: Path | None, scale: int) -> tuple[Tensor, Tensor]:

@@ -126,8 +126,9 @@ def ddim_step(
     return x_prev if drift is None else x_prev + (1 - a_p.sqrt()) * drift
 
 
-def ddim_timesteps(num_train_steps: int, num_steps: int, spacing: Spacing = "leading") -> Tensor:
-    """Descending LongTensor [num_steps] of training timesteps to visit (T = num_train_steps).
+def ddim_timesteps(timesteps: int, sampling_steps: int, spacing: Spacing = "leading") -> Tensor:
+    """Descending LongTensor [n] of the timesteps to visit in n = ``sampling_steps`` sampling
+    steps of a diffusion of T = ``timesteps``.
 
     Same as diffusers ``DDIMScheduler(timestep_spacing=..., steps_offset=0).set_timesteps``
     (Lin et al. 2024, "Common Diffusion Noise Schedules and Sample Steps are Flawed", Tab. 2):
@@ -140,13 +141,14 @@ def ddim_timesteps(num_train_steps: int, num_steps: int, spacing: Spacing = "lea
       [999, 749, 499, 249]. Computed per index, so it always has exactly n entries (diffusers'
       float ``np.arange`` yields n + 1, ending in -1, for some n, e.g. T = 1000, n = 61).
     """
-    if not 1 <= num_steps <= num_train_steps:
-        raise ValueError(f"num_steps must be in [1, {num_train_steps}], got {num_steps}")
-    i = torch.arange(num_steps, dtype=torch.float64)
+    n, T = sampling_steps, timesteps
+    if not 1 <= n <= T:
+        raise ValueError(f"sampling_steps must be in [1, {T}], got {n}")
+    i = torch.arange(n, dtype=torch.float64)
     if spacing == "leading":
-        return (i * (num_train_steps // num_steps)).flip(0).long()
+        return (i * (T // n)).flip(0).long()
     if spacing == "trailing":
-        return (num_train_steps - i * (num_train_steps / num_steps)).round().long() - 1
+        return (T - i * (T / n)).round().long() - 1
     raise ValueError(f"unknown spacing {spacing!r}; expected 'leading' or 'trailing'")
 
 

@@ -1,1 +1,5 @@
-"""Methods: one folder (or file) each. The registry is the explicit dict in ``fastdiffsr.zoo``."""
+"""Inference only: one folder (or module) per method with its model and config dataclass.
+
+Each is an entry of ``zoo.METHODS`` and follows ``zoo.Method``; training lives in
+``fastdiffsr.train`` and is never imported from here.
+"""

@@ -24,7 +24,7 @@ class Bicubic(Upscaler):
         self.cfg = cfg
         self.scale = cfg.scale
 
-    def forward(self, lr: Tensor) -> Tensor:
+    def tile_forward(self, lr: Tensor) -> Tensor:
         return imresize(lr, self.scale).clamp(0, 1)
 
 

@@ -8,7 +8,7 @@ Super-Resolution", NeurIPS 2024, Sec. 3), following the official code's design.
   clamp(W, -1, 1), i.e. unchanged where |W| <= 1 and 0 elsewhere (the official ``HardBinaryConv``).
 * ``TaR`` / ``TaA`` (paper Sec. 3.3): a learnable per-channel shift before the sign and an
   RPReLU (ReActNet, Liu et al. 2020) after the conv, each one of K groups picked by the timestep,
-  group = floor(t K / T) (T / K consecutive steps share a group).
+  group = floor(t K / T) (T / K consecutive timesteps share a group).
 * ``BIConv``: x + TaA(BinaryConv(sign(TaR(x)))) (paper Fig. 3; the residual keeps the
   full-precision information the sign throws away).
 * ``CPDown`` / ``CPUp`` (Sec. 3.2, Fig. 4): channel-wise splits / concatenations around
@@ -72,9 +72,9 @@ def binarize_weight(w: Tensor) -> Tensor:
     return _BinarizeWeight.apply(w)
 
 
-def timestep_group(t: Tensor, total_steps: int, groups: int) -> Tensor:
+def timestep_group(t: Tensor, timesteps: int, groups: int) -> Tensor:
     """Timesteps t [B] in [0, T) -> TaR/TaA group floor(t K / T) [B], clamped to [0, K)."""
-    return (t.long() * groups).div(total_steps, rounding_mode="floor").clamp(0, groups - 1)
+    return (t.long() * groups).div(timesteps, rounding_mode="floor").clamp(0, groups - 1)
 
 
 def _per_sample(table: Tensor, g: Tensor) -> Tensor:

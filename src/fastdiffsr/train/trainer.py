@@ -2,11 +2,11 @@
 validation, checkpoint/exact resume, JSONL log and a PNG plot; DDP under ``torchrun``.
 
 A stage module is an ``nn.Module`` with ``forward(lr, hr) -> (loss, logs)`` and
-``validation_sr(lr) -> sr``; optionally ``param_groups() -> list[ParamGroup]`` to train some
+``validation_sr(lr, hr) -> sr``; optionally ``param_groups() -> list[ParamGroup]`` to train some
 parameters at their own peak lr and warm-up (e.g. Edge-SD-SR's LR encoder). Randomness inside
-a step (e.g. diffusion noise) comes from the global torch RNG, reseeded at every step from
-(seed, step, rank): the checkpointed step therefore fixes the RNG state, and a resumed run
-repeats an uninterrupted one exactly.
+an iteration (e.g. diffusion noise) comes from the global torch RNG, reseeded at every
+iteration from (seed, iteration, rank): the checkpointed iteration therefore fixes the RNG
+state, and a resumed run repeats an uninterrupted one exactly.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -27,14 +27,25 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..data.datasets import HRPatches, PatchSpec, StepSampler, list_images, load_pair, split_holdout
+from ..config import PATH
+from ..data.datasets import (
+    HRPatches,
+    IterationSampler,
+    PatchSpec,
+    list_images,
+    load_pair,
+    split_holdout,
+)
 from ..metrics import psnr_y
 from ..resize import imresize
+from .checkpoints import Checkpoint
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 1000
+    """One stage's training; every count is in training iterations (optimizer updates)."""
+
+    iterations: int = 1000
     batch_size: int = 16  # per process
     lr_patch: int = 48  # LR crop side
     lr: float = 5e-4
@@ -49,7 +60,9 @@ class TrainConfig:
     log_every: int = 20
     seed: int = 0
     workers: int = 1
-    data: str = "../shared/data/train"
+    # HR training images; written in a config it is relative to the config file, this default
+    # is relative to the working directory (the repository root, beside ../shared)
+    data: str = field(default="../shared/data/train", metadata=PATH)
     holdout: int = 5  # images held out of ``data`` for validation
 
 
@@ -73,11 +86,11 @@ def init_distributed(device: torch.device) -> DistInfo:
     return DistInfo(dist.get_rank(), dist.get_world_size())
 
 
-def lr_factor(step: int, cfg: TrainConfig) -> float:
-    """Linear warm-up to 1, then cosine decay to ``min_lr_ratio`` at ``cfg.steps``."""
-    if step < cfg.warmup:
-        return (step + 1) / cfg.warmup
-    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+def lr_factor(iteration: int, cfg: TrainConfig) -> float:
+    """Linear warm-up to 1, then cosine decay to ``min_lr_ratio`` at ``cfg.iterations``."""
+    if iteration < cfg.warmup:
+        return (iteration + 1) / cfg.warmup
+    progress = (iteration - cfg.warmup) / max(1, cfg.iterations - cfg.warmup)
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
@@ -115,9 +128,10 @@ def optimizer(groups: list[ParamGroup], cfg: TrainConfig):
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factors)
 
 
-def ema_decay(step: int, cfg: TrainConfig) -> float:
-    """Warmed-up EMA decay min(decay, (1 + step) / (10 + step)): early averages forget the init."""
-    return min(cfg.ema_decay, (1 + step) / (10 + step))
+def ema_decay(iteration: int, cfg: TrainConfig) -> float:
+    """Warmed-up EMA decay min(decay, (1 + i) / (10 + i)) at iteration i: early averages forget
+    the init."""
+    return min(cfg.ema_decay, (1 + iteration) / (10 + iteration))
 
 
 @torch.no_grad()
@@ -147,36 +161,6 @@ def bicubic_psnr(pairs: list[tuple[Tensor, Tensor]], scale: int) -> float | None
     return sum(scores) / len(scores)
 
 
-class Checkpoint:
-    """``last.ckpt`` in a stage folder: tensors and plain values only (loaded weights_only)."""
-
-    def __init__(self, folder: Path):
-        self.path = folder / "last.ckpt"
-
-    def save(self, step: int, elapsed: float, model: nn.Module, ema: nn.Module, opt,
-             sched) -> None:
-        state = {
-            "step": step,
-            "elapsed": elapsed,
-            "model": model.state_dict(),
-            "ema": ema.state_dict(),
-            "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict(),
-        }
-        tmp = self.path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, self.path)
-
-    def load(self, model: nn.Module, ema: nn.Module, opt, sched, device) -> tuple[int, float]:
-        """Restore everything; returns (step, training seconds spent so far)."""
-        state = torch.load(self.path, map_location=device, weights_only=True)
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        return int(state["step"]), float(state["elapsed"])
-
-
 class RunLog:
     """Append-only JSONL log plus a PNG plot of loss and validation PSNR."""
 
@@ -197,26 +181,13 @@ class RunLog:
         train = [r for r in rows if "loss" in r]
         val = [r for r in rows if "val_psnr" in r]
         fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-        a.plot([r["step"] for r in train], [r["loss"] for r in train])
-        a.set(xlabel="step", ylabel="loss", yscale="log", title="training loss")
-        b.plot([r["step"] for r in val], [r["val_psnr"] for r in val], "o-")
-        b.set(xlabel="step", ylabel="PSNR-Y (dB)", title="held-out validation")
+        a.plot([r["iteration"] for r in train], [r["loss"] for r in train])
+        a.set(xlabel="iteration", ylabel="loss", yscale="log", title="training loss")
+        b.plot([r["iteration"] for r in val], [r["val_psnr"] for r in val], "o-")
+        b.set(xlabel="iteration", ylabel="PSNR-Y (dB)", title="held-out validation")
         fig.tight_layout()
         fig.savefig(self.plot_path)
         plt.close(fig)
-
-
-def stage_weights(out: Path, stage: str) -> Path:
-    """Where a finished stage's EMA weights live; the next stage and the export read them."""
-    return out / stage / "model.safetensors"
-
-
-def save_stage(module: nn.Module, out: Path, stage: str) -> None:
-    """Write a stage's weights as safetensors (never a pickle)."""
-    from safetensors.torch import save_file
-
-    state = {k: v.contiguous() for k, v in module.state_dict().items()}
-    save_file(state, stage_weights(out, stage))
 
 
 def train_stage(
@@ -246,52 +217,46 @@ def train_stage(
     val_pairs = [tuple(t.to(device) for t in load_pair(f, None, scale)) for f in held_out]
     data = HRPatches(files, PatchSpec(cfg.lr_patch, scale, cfg.seed))
     if info.main:
-        log.write({"step": start, "train_images": len(data.files), "skipped_small": data.skipped,
-                   "held_out": [str(f) for f in held_out], "world_size": info.world,
-                   "val_bicubic_psnr": bicubic_psnr(val_pairs, scale)})
-    sampler = StepSampler(start, cfg.steps, cfg.batch_size, info.rank, info.world)
+        log.write({"iteration": start, "train_images": len(data.files),
+                   "skipped_small": data.skipped, "held_out": [str(f) for f in held_out],
+                   "world_size": info.world, "val_bicubic_psnr": bicubic_psnr(val_pairs, scale)})
+    sampler = IterationSampler(start, cfg.iterations, cfg.batch_size, info.rank, info.world)
     loader = DataLoader(data, cfg.batch_size, sampler=sampler, num_workers=cfg.workers)
 
-    end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
-    bar = tqdm(total=end, initial=start, disable=not info.main, desc=folder.name, unit="step")
-    t0, step = time.time() - spent, start  # log times are training seconds across resumes
+    end = cfg.iterations if stop_at is None else min(stop_at, cfg.iterations)
+    bar = tqdm(total=end, initial=start, disable=not info.main, desc=folder.name, unit="it")
+    t0, it = time.time() - spent, start  # log times are training seconds across resumes
     for lr_img, hr_img in loader:
-        if step >= end:
+        if it >= end:
             break
-        torch.manual_seed(cfg.seed + 7919 * step + 104729 * info.rank)
+        torch.manual_seed(cfg.seed + 7919 * it + 104729 * info.rank)
         loss, logs = wrapped(lr_img.to(device), hr_img.to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
         opt.step()
         sched.step()
-        ema_update(ema, model, ema_decay(step, cfg))
-        step += 1
+        ema_update(ema, model, ema_decay(it, cfg))
+        it += 1
         bar.update(1)
-        if info.main:
-            _periodic(step, end, cfg, loss, logs, grad_norm, sched, ema, val_pairs, scale, log,
-                      bar, t0)
-        if step % cfg.checkpoint_every == 0 or step == end:
+        last = it == end
+        if info.main and (it % cfg.log_every == 0 or last):
+            lrs = sched.get_last_lr()
+            record = {"iteration": it, "loss": loss.item(), "lr": lrs[0],
+                      "grad_norm": float(grad_norm), "time": round(time.time() - t0, 1)}
+            record.update({f"lr_{i}": lr for i, lr in enumerate(lrs[1:], 1)})
+            record.update({k: v.item() for k, v in logs.items()})
+            log.write(record)
+            bar.set_postfix(loss=f"{record['loss']:.4f}")
+        if info.main and val_pairs and (it % cfg.val_every == 0 or last):
+            score = validate(ema, val_pairs, scale)
+            log.write({"iteration": it, "val_psnr": score, "time": round(time.time() - t0, 1)})
+            bar.write(f"iteration {it}: held-out PSNR-Y {score:.3f} dB")
+            log.plot()
+        if it % cfg.checkpoint_every == 0 or last:
             if info.main:
-                ckpt.save(step, time.time() - t0, model, ema, opt, sched)
+                ckpt.save(it, time.time() - t0, model, ema, opt, sched)
             if info.world > 1:
                 dist.barrier()
     bar.close()
     return ema, time.time() - t0
-
-
-def _periodic(step, end, cfg, loss, logs, grad_norm, sched, ema, val_pairs, scale, log, bar, t0):
-    """Rank 0's logging and validation after a step."""
-    if step % cfg.log_every == 0 or step == end:
-        lrs = sched.get_last_lr()
-        record = {"step": step, "loss": loss.item(), "lr": lrs[0],
-                  "grad_norm": float(grad_norm), "time": round(time.time() - t0, 1)}
-        record.update({f"lr_{i}": lr for i, lr in enumerate(lrs[1:], 1)})
-        record.update({k: v.item() for k, v in logs.items()})
-        log.write(record)
-        bar.set_postfix(loss=f"{record['loss']:.4f}")
-    if val_pairs and (step % cfg.val_every == 0 or step == end):
-        score = validate(ema, val_pairs, scale)
-        log.write({"step": step, "val_psnr": score, "time": round(time.time() - t0, 1)})
-        bar.write(f"step {step}: held-out PSNR-Y {score:.3f} dB")
-        log.plot()

@@ -1,11 +1,9 @@
-"""BI-DiffSR (Chen et al., NeurIPS 2024): model in ``model.py``, training in ``recipe.py``,
-binary/full-precision size counts in ``complexity.py``."""
+"""BI-DiffSR (Chen et al., NeurIPS 2024): the inference model (``model.py``); its training stage
+is ``fastdiffsr.train.recipes.bidiffsr``."""
 
 from .model import BIDiffSR, BIDiffSRConfig
-from .recipe import ABLATION_STAGES, STAGES, BIDiffSRRecipe, build_stage, export
 
 Config = BIDiffSRConfig
-Recipe = BIDiffSRRecipe
 
 
 def build(cfg: BIDiffSRConfig) -> BIDiffSR:
@@ -13,5 +11,4 @@ def build(cfg: BIDiffSRConfig) -> BIDiffSR:
     return BIDiffSR(cfg)
 
 
-__all__ = ["ABLATION_STAGES", "STAGES", "BIDiffSR", "BIDiffSRConfig", "BIDiffSRRecipe", "build",
-           "build_stage", "export"]
+__all__ = ["BIDiffSR", "BIDiffSRConfig", "Config", "build"]

@@ -30,7 +30,8 @@ Where we differ from the official code (each a generalisation or a shared-code c
   by default (``clip_sample=True``); with ``clip_x0`` we clip it to the data range [0, 1]. At
   T = 2000 the last timesteps keep sqrt(abar_t) ~ 0.02 of the signal, so an eps error there is
   magnified ~50x in x0_hat: on a held-out training crop, x4 config after 1000 iterations,
-  10 steps gave 10.8 dB unclipped, 10.9 dB clipped to [-1, 1] and 25.8 dB clipped to [0, 1].
+  10 sampling steps gave 10.8 dB unclipped, 10.9 dB clipped to [-1, 1] and 25.8 dB clipped to
+  [0, 1].
 * The condition is our MATLAB-style bicubic (``resize.imresize``), not OpenCV's INTER_CUBIC.
 """
 
@@ -48,7 +49,6 @@ from ...diffusion.schedules import alphas_cumprod, linear_betas
 from ...nn.binary import BIConv, CPDown, CPUp, CSFusion, FPConv, timestep_group
 from ...nn.layers import (
     SelfAttention,
-    check_divisible,
     from_tokens,
     sinusoidal_embedding,
     to_tokens,
@@ -67,10 +67,10 @@ class BIDiffSRConfig:
     dropout: float = 0.2
     fp_levels: tuple[int, ...] = (0, 1)  # full-precision decoder levels (0: highest resolution)
     timestep_groups: int = 5  # K
-    train_timesteps: int = 2000  # T
+    timesteps: int = 2000  # T
     beta_start: float = 1e-6
     beta_end: float = 1e-2
-    steps: int = 50  # DDIM steps at inference
+    sampling_steps: int = 50  # DDIM steps at inference
     clip_x0: bool = True  # clamp every step's x0_hat to the data range [0, 1]
 
 
@@ -146,7 +146,7 @@ class BIDiffSRUNet(nn.Module):
 
     def forward(self, x_t: Tensor, cond: Tensor, t: Tensor) -> Tensor:
         emb = self.time_mlp(sinusoidal_embedding(t, self.cfg.channels))
-        g = timestep_group(t, self.cfg.train_timesteps, self.cfg.timestep_groups)
+        g = timestep_group(t, self.cfg.timesteps, self.cfg.timestep_groups)
         x = self.conv_in(torch.cat([cond, x_t], dim=1))
         skips = [x]
         for layer in self.down:
@@ -174,7 +174,8 @@ class BIDiffSR(Upscaler):
 
     def __init__(self, cfg: BIDiffSRConfig):
         super().__init__()
-        self.cfg, self.scale, self.default_steps = cfg, cfg.scale, cfg.steps
+        self.cfg, self.scale = cfg, cfg.scale
+        self.default_sampling_steps = cfg.sampling_steps
         self.unet = BIDiffSRUNet(cfg)
         grid = self.unet.downsample_factor
         self.multiple_of = grid // math.gcd(grid, cfg.scale)
@@ -187,7 +188,7 @@ class BIDiffSR(Upscaler):
         # float32 activations alive at once at HR resolution, dominated by the level-0 skips
         # (res_blocks + 2 maps of C) plus ~4 working maps of C
         self.bytes_per_lr_pixel = 4.0 * cfg.scale**2 * cfg.channels * (cfg.res_blocks + 6)
-        abar = alphas_cumprod(linear_betas(cfg.train_timesteps, cfg.beta_start, cfg.beta_end))
+        abar = alphas_cumprod(linear_betas(cfg.timesteps, cfg.beta_start, cfg.beta_end))
         self.register_buffer("abar", abar.float(), persistent=False)
 
     def fuse(self) -> None:
@@ -205,34 +206,24 @@ class BIDiffSR(Upscaler):
     def predict_eps(self, x_t: Tensor, t: Tensor, cond: Tensor) -> Tensor:
         return self.unet(x_t, cond, t)
 
-    def super_resolve(self, lr: Tensor, noise: Tensor, steps: int) -> Tensor:
-        """LR [B, 3, h, w] and x_T [B, 3, sh, sw] -> SR [B, 3, sh, sw] by ``steps`` DDIM steps."""
+    def super_resolve(self, lr: Tensor, noise: Tensor, sampling_steps: int) -> Tensor:
+        """LR [B, 3, h, w] and x_T [B, 3, sh, sw] -> SR [B, 3, sh, sw] by DDIM."""
         cond = imresize(lr, self.scale)
-        ts = ddim_timesteps(self.cfg.train_timesteps, steps, "leading")
+        ts = ddim_timesteps(self.cfg.timesteps, sampling_steps, "leading")
         clip = (0.0, 1.0) if self.cfg.clip_x0 else None
         x0 = sample(lambda x, t: self.predict_eps(x, t, cond), noise, self.abar, ts, "eps",
                     clip=clip)
         return x0.clamp(0, 1)
 
-    def tile_noise(self, lr: Tensor, seed: int = 0) -> Tensor:
-        """The image's x_T [1, 3, sH, sW], carried at LR resolution as PixelUnshuffle_s(x_T)
-        [1, 3 s^2, H, W] so every tile gets its crop of one noise field."""
+    def image_noise(self, lr: Tensor, seed: int = 0) -> Tensor:
+        """The image's x_T [1, 3, sH, sW], which the tiler crops with the LR."""
         g = torch.Generator(device=lr.device).manual_seed(seed)
         h, w = lr.shape[-2:]
         s = self.scale
-        noise = torch.randn((lr.shape[0], 3, s * h, s * w), generator=g, device=lr.device)
-        return F.pixel_unshuffle(noise, s)
+        return torch.randn((lr.shape[0], 3, s * h, s * w), generator=g, device=lr.device)
 
-    @torch.no_grad()
-    def prepare(self, lr: Tensor, steps: int | None = None, seed: int = 0) -> TileFn:
-        """Tiles arrive as cat(LR, ``tile_noise``) [B, 3 + 3 s^2, th, tw]."""
+    def prepare(self, lr: Tensor, sampling_steps: int | None = None, seed: int = 0) -> TileFn:
+        """Tiles come with their crop of ``image_noise`` [B, 3, s th, s tw]."""
         del lr, seed  # the noise comes with the tiles
-        n = steps or self.default_steps
-        return lambda tile: self.super_resolve(tile[:, :3], F.pixel_shuffle(tile[:, 3:],
-                                                                             self.scale), n)
-
-    def forward(self, lr: Tensor) -> Tensor:
-        """Whole images [B, 3, h, w] (sides multiples of ``multiple_of``), seed 0, default steps."""
-        check_divisible(lr, self.multiple_of)
-        return torch.cat([self.prepare(x)(torch.cat([x, self.tile_noise(x)], 1))
-                          for x in lr.split(1)])
+        n = sampling_steps or self.default_sampling_steps
+        return lambda tile, noise: self.super_resolve(tile, noise, n)

@@ -1,16 +1,13 @@
-"""Edge-SD-SR (Hadji, Noroozi et al., CVPR 2025): model in ``model.py``, training stages in
-``recipe.py``; both build on ``methods/yonos``."""
+"""Edge-SD-SR (Hadji, Noroozi et al., CVPR 2025): the inference model (``model.py``, on
+``methods/yonos``'s latent stack); its training stages are ``fastdiffsr.train.recipes.edgesdsr``."""
 
 from .model import EdgeSDSR, EdgeSDSRConfig
-from .recipe import ABLATION_STAGES, STAGES, EdgeSDSRRecipe, assemble, build_stage, export
 
 Config = EdgeSDSRConfig
-Recipe = EdgeSDSRRecipe
 
 
 def build(cfg: EdgeSDSRConfig) -> EdgeSDSR:
     return EdgeSDSR(cfg)
 
 
-__all__ = ["ABLATION_STAGES", "STAGES", "EdgeSDSR", "EdgeSDSRConfig", "EdgeSDSRRecipe",
-           "assemble", "build", "build_stage", "export"]
+__all__ = ["Config", "EdgeSDSR", "EdgeSDSRConfig", "build"]

@@ -12,8 +12,8 @@
   switch sets the process and the UNet's input, not the parameterisation.
 * Decoupled encodings: this model's encoder is the LR encoder (z_lr = Enc_lr(bicubic_s(LR))),
   trained with the UNet; the frozen HR encoder that defines z_hr for the decoder lives only in
-  the training stages (``recipe.py``). The model file holds the LR encoder, the UNet and the
-  (fine-tuned) HR decoder.
+  the training stages (``train/recipes/latent.py``). The model file holds the LR encoder, the
+  UNet and the (fine-tuned) HR decoder.
 * Tiles: 128 px LR -> 512 px, overlap 32 (stride 96), YONOS's ``max_tile`` and
   ``tile_overlap``: a 512 px LR image is 5 x 5 = 25 evaluations, blended, 4 per batch.
 """

@@ -1,11 +1,9 @@
-"""RDSR (Sun et al., PRCV 2024): model in ``model.py``, training stages in ``recipe.py``."""
+"""RDSR (Sun et al., PRCV 2024): the inference model (``model.py``); its training stages are
+``fastdiffsr.train.recipes.rdsr``."""
 
 from .model import RDSR, RDSRConfig
-from .recipe import STAGES, RDSRRecipe, build_stage, export
 
 Config = RDSRConfig
-Recipe = RDSRRecipe
-ABLATION_STAGES: tuple[str, ...] = ()
 
 
 def build(cfg: RDSRConfig) -> RDSR:
@@ -13,5 +11,4 @@ def build(cfg: RDSRConfig) -> RDSR:
     return RDSR(cfg)
 
 
-__all__ = ["ABLATION_STAGES", "RDSR", "RDSRConfig", "RDSRRecipe", "STAGES", "build",
-           "build_stage", "export"]
+__all__ = ["RDSR", "Config", "RDSRConfig", "build"]

@@ -4,11 +4,12 @@ Three parts, all at LR resolution:
 * ``PriorEncoder`` (LPE): conv body with stride-2 stages, global average pooling and an MLP to
   a prior vector z [B, D]. LPE_hr sees cat(LR, PixelUnshuffle_s(HR)) (3 + 3 s^2 channels),
   LPE_lr sees the LR only and gives the diffusion condition c.
-* ``PriorDiffusion``: a T-step (T = 4 as DiffIR) diffusion over z with an MLP denoiser.
+* ``PriorDiffusion``: a diffusion of T timesteps (T = 4 as DiffIR) over z with an MLP denoiser.
   Choices where the paper is silent: the denoiser predicts z_0 (x0-parameterisation; with
-  abar_T ~ 1e-3 an eps-prediction would divide by ~0), steps are deterministic DDIM (eta = 0),
-  and the chain starts from pure Gaussian noise in training and inference alike (DiffIR noises
-  the teacher's z, which leaks it at sqrt(abar_T) ~ 0.035: a train/test mismatch we remove).
+  abar_T ~ 1e-3 an eps-prediction would divide by ~0), sampling steps are deterministic DDIM
+  (eta = 0), and the chain starts from pure Gaussian noise in training and inference alike
+  (DiffIR noises the teacher's z, which leaks it at sqrt(abar_T) ~ 0.035: a train/test mismatch
+  we remove).
   The noise comes from a seeded generator, so the output is a function of (image, seed).
 * ``RepDecoder`` (RepD): head RepConv 3 -> C, N RepConv C -> C blocks whose output is FiLM-
   modulated per channel by z (gamma = 1 + W_g z, beta = W_b z, zero-initialised) then ReLU,
@@ -42,7 +43,7 @@ class RDSRConfig:
     lpe_stages: int = 2  # stride-2 stages in each LPE
     denoiser_width: int = 256
     denoiser_layers: int = 4
-    diffusion_steps: int = 4  # T
+    timesteps: int = 4  # T
     beta_start: float = 0.1  # DiffIR's linear schedule
     beta_end: float = 0.99
 
@@ -65,12 +66,12 @@ class PriorEncoder(nn.Module):
 
 
 class Denoiser(nn.Module):
-    """MLP predicting z_0 from (z_t, condition c, step t): [B, D] x [B, D] x [B] -> [B, D]."""
+    """MLP predicting z_0 from (z_t, condition c, timestep t): [B, D] x [B, D] x [B] -> [B, D]."""
 
     def __init__(self, cfg: RDSRConfig):
         super().__init__()
         d, w = cfg.prior_dim, cfg.denoiser_width
-        self.t_embed = nn.Embedding(cfg.diffusion_steps, d)
+        self.t_embed = nn.Embedding(cfg.timesteps, d)
         layers: list[nn.Module] = [nn.Linear(3 * d, w), nn.LeakyReLU(0.1)]
         for _ in range(cfg.denoiser_layers - 2):
             layers += [nn.Linear(w, w), nn.LeakyReLU(0.1)]
@@ -82,20 +83,21 @@ class Denoiser(nn.Module):
 
 
 class PriorDiffusion(nn.Module):
-    """LPE_lr + denoiser: LR -> estimated prior z_hat by the full T-step reverse chain."""
+    """LPE_lr + denoiser: LR -> estimated prior z_hat by the full reverse chain (all T
+    timesteps)."""
 
     def __init__(self, cfg: RDSRConfig):
         super().__init__()
         self.lpe_lr = PriorEncoder(3, cfg)
         self.denoiser = Denoiser(cfg)
-        abar = alphas_cumprod(linear_betas(cfg.diffusion_steps, cfg.beta_start, cfg.beta_end))
+        abar = alphas_cumprod(linear_betas(cfg.timesteps, cfg.beta_start, cfg.beta_end))
         self.register_buffer("abar", abar.float(), persistent=False)
 
     def forward(self, lr: Tensor, generator: torch.Generator | None = None) -> Tensor:
         c = self.lpe_lr(lr)
         z_T = torch.randn(c.shape, generator=generator, device=c.device, dtype=c.dtype)
-        every_step = torch.arange(len(self.abar) - 1, -1, -1)  # T-1 .. 0: the full chain
-        return sample(lambda z, t: self.denoiser(z, c, t), z_T, self.abar, every_step, "x0")
+        every_timestep = torch.arange(len(self.abar) - 1, -1, -1)  # T-1 .. 0: the full chain
+        return sample(lambda z, t: self.denoiser(z, c, t), z_T, self.abar, every_timestep, "x0")
 
 
 class RepDecoder(nn.Module):
@@ -208,8 +210,8 @@ class RDSR(Upscaler):
         return self.prior(lr, generator=g)
 
     @torch.no_grad()
-    def prepare(self, lr: Tensor, steps: int | None = None, seed: int = 0) -> TileFn:
-        del steps  # the prior chain always runs its T trained steps
+    def prepare(self, lr: Tensor, sampling_steps: int | None = None, seed: int = 0) -> TileFn:
+        del sampling_steps  # the prior chain always visits its T timesteps
         z = self.estimate_prior(lr, seed)
         if not self.deployed:
             return lambda tile: self.repd(tile, z.expand(tile.shape[0], -1)).clamp(0, 1)
@@ -228,10 +230,6 @@ class RDSR(Upscaler):
             convs.append(folded)
         convs.append(_copy_conv(self.repd.tail))
         return DeployedBody(convs, self.scale).to(z.device, memory_format=torch.channels_last)
-
-    def forward(self, lr: Tensor) -> Tensor:
-        """Whole images, each with its own prior (seed 0)."""
-        return torch.cat([self.prepare(x[None])(x[None]) for x in lr])
 
 
 def _copy_conv(conv: nn.Module) -> nn.Conv2d:
