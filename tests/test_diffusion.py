@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
 import torch
 
@@ -20,7 +22,8 @@ from fastdiffsr.diffusion.schedules import (
     scaled_linear_betas,
 )
 
-diffusers = pytest.importorskip("diffusers")
+if TYPE_CHECKING:
+    import diffusers
 
 T = 1000
 KINDS = {"eps": "epsilon", "x0": "sample", "v": "v_prediction"}
@@ -29,7 +32,9 @@ SPACINGS = ("leading", "trailing")
 
 def _scheduler(kind: str = "eps", spacing: str = "leading", clip_sample: bool = False, **kw
                ) -> diffusers.DDIMScheduler:
-    return diffusers.DDIMScheduler(
+    """diffusers' DDIMScheduler, the reference; a test that needs it skips alone without it."""
+    ddim = pytest.importorskip("diffusers").DDIMScheduler
+    return ddim(
         num_train_timesteps=T,
         prediction_type=KINDS[kind],
         timestep_spacing=spacing,
