@@ -25,6 +25,7 @@ from fastdiffsr.nn.binary import (
 )
 from fastdiffsr.resize import imresize
 from fastdiffsr.tiling import tile_starts
+from fastdiffsr.train.checkpoints import load_stages
 from fastdiffsr.train.recipes import bidiffsr as br
 from fastdiffsr.train.run import load_recipe, run
 from fastdiffsr.upscaler import UpscaleOptions
@@ -184,10 +185,10 @@ def test_zoo_round_trip_stores_packed_bits(tmp_path) -> None:
 def tiny_bidiffsr_toml(data: Path) -> str:
     return ("method = \"bidiffsr\"\nname = \"bidiffsr-tiny\"\nval_sampling_steps = 1\n[model]\n"
             "channels = 8\nchannel_mults = [1, 2]\nres_blocks = 1\nnorm_groups = 4\n"
-            "fp_levels = [0]\nsampling_steps = 2\n[diffusion]\niterations = 1\nbatch_size = 2\n"
-            "lr_patch = 8\n"
-            "warmup = 1\nval_every = 1\ncheckpoint_every = 1\nlog_every = 1\nworkers = 0\n"
-            f"holdout = 1\ndata = \"{data}\"\n")
+            "fp_levels = [0]\nsampling_steps = 2\n" + "".join(
+                f"[{stage}]\niterations = 1\nbatch_size = 2\nlr_patch = 8\nwarmup = 1\n"
+                "val_every = 1\ncheckpoint_every = 1\nlog_every = 1\nworkers = 0\n"
+                f"holdout = 1\ndata = \"{data}\"\n" for stage in ("twin", "diffusion")))
 
 
 def test_one_training_iteration_exports_a_packed_model(tmp_path, train_folder) -> None:
@@ -227,9 +228,82 @@ def test_sampler_clips_each_x0_hat_to_the_data_range():
     cond, ts = imresize(lr, 4), ddim_timesteps(TINY.timesteps, 3, "leading")
     with torch.no_grad():
         got = model.super_resolve(lr, noise, 3)
-        want = sample(lambda x, t: model.predict_eps(x, t, cond), noise, model.abar, ts, "eps",
+        want = sample(lambda x, t: model.predict(x, t, cond), noise, model.abar, ts, "eps",
                       clip=(0.0, 1.0))
         unclipped = BIDiffSR(replace(TINY, clip_x0=False))
         unclipped.load_state_dict(model.state_dict())
         assert torch.equal(got, want.clamp(0, 1))
         assert (got - unclipped.eval().super_resolve(lr, noise, 3)).abs().max() > 1e-3
+
+
+CPU_TINY = replace(TINY, prediction="x0", residual=True, spacing="trailing", unshuffle=2,
+                   sampling_steps=1)
+
+
+def test_cpu_formulation_samples_the_residual_from_the_noised_upsampled_lr() -> None:
+    """residual + x0 + trailing, one step: the UNet sees y_T = sqrt(1 - abar_{T-1}) noise at
+    t = T - 1 beside bicubic_s(LR), and SR = clamp(bicubic_s(LR) + its y0_hat)."""
+    model, lr = _model(CPU_TINY), torch.rand(1, 3, 8, 8)
+    assert model.multiple_of == 1 and model.unet.downsample_factor == 4  # u 2^(L-1)
+    noise = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    seen = []
+    forward = model.unet.forward
+    model.unet.forward = lambda y, c, t: (seen.append((y, c, t.tolist())), forward(y, c, t))[1]
+    with torch.no_grad():
+        out = model.super_resolve(lr, noise, 1)
+        (y, cond, t), = seen
+        assert t == [TINY.timesteps - 1]
+        torch.testing.assert_close(y, (1 - model.abar[-1]).sqrt() * noise)
+        torch.testing.assert_close(cond, imresize(lr, 4))
+        assert torch.equal(out, (cond + forward(y, cond, torch.tensor(t))).clamp(0, 1))
+
+
+def test_cpu_formulation_loss_is_l1_on_the_residual() -> None:
+    stage = br.DiffusionStage(CPU_TINY, val_sampling_steps=1)
+    hr = torch.rand(2, 3, 16, 16)
+    lr = imresize(hr, 0.25)
+    torch.manual_seed(5)
+    loss, _ = stage(lr, hr)
+    torch.manual_seed(5)
+    abar, cond = stage.model.abar, imresize(lr, 4)
+    t = torch.randint(len(abar), (2,))
+    y = hr - cond
+    with torch.no_grad():
+        pred = stage.model.unet(q_sample(y, abar[t], torch.randn_like(hr)), cond, t)
+    torch.testing.assert_close(loss, F.l1_loss(pred, y))
+
+
+def test_twin_is_full_precision_and_initialises_the_binary_network() -> None:
+    """The twin convolves real activations with real weights; the binary network loads its
+    state as it is (same parameters) and binarizes it; the twin has nothing to pack."""
+    twin = _model(replace(CPU_TINY, binarize=False))
+    conv = twin.unet.down[0].conv1
+    assert isinstance(conv, BIConv) and not conv.binarize
+    x, g = torch.randn(1, 8, 4, 4), torch.zeros(1, dtype=torch.long)
+    with torch.no_grad():
+        expected = conv.taa(F.conv2d(conv.tar(x, g), conv.conv.weight, padding=1), g) + x
+        torch.testing.assert_close(conv(x, g), expected)
+    stage = br.diffusion_stage(br.BIDiffSRRecipe(model=CPU_TINY),
+                               {"twin": {f"model.{k}": v for k, v in twin.state_dict().items()}})
+    binary = stage.model
+    assert binary.unet.down[0].conv1.binarize
+    assert torch.equal(binary.unet.down[0].conv1.conv.weight, conv.conv.weight)
+    twin.fuse()
+    assert not any(isinstance(m, PackedBinaryConv2d) for m in twin.modules())
+
+
+def test_cpu_formulation_trains_twin_then_binary_and_exports(tmp_path, train_folder) -> None:
+    config = tmp_path / "tiny.toml"
+    config.write_text(tiny_bidiffsr_toml(train_folder).replace(
+        "sampling_steps = 2\n", "sampling_steps = 1\nprediction = \"x0\"\nresidual = true\n"
+        "spacing = \"trailing\"\nunshuffle = 2\n"))
+    out = tmp_path / "run"
+    path = run(config, out, torch.device("cpu"), None, False)
+    _, _, recipe = load_recipe(config)
+    weights = load_stages(out, ["twin", "diffusion"])
+    twin = br.twin_model(recipe, weights)
+    model = load_model(path)
+    assert not twin.cfg.binarize and model.cfg.binarize and model.cfg.unshuffle == 2
+    assert _bits_keys(path)[1]
+    lr = torch.rand(1, 3, 9, 7)
+    assert model(lr).shape == twin(lr).shape == (1, 3, 36, 28)

@@ -90,15 +90,16 @@ def ddim_step(
     eta: float = 0.0,
     noise: Tensor | None = None,
     drift: Tensor | None = None,
-    clip: tuple[float, float] | None = None,
+    clip: tuple[float | Tensor, float | Tensor] | None = None,
 ) -> Tensor:
     """One DDIM step x_t -> x_prev (DDIM Eq. 12, sigma_t from Eq. 16).
 
     x_prev = sqrt(abar_prev) x0_hat + sqrt(1 - abar_prev - sigma_t^2) eps_hat + sigma_t noise.
     ``noise`` (standard normal, x's shape) is required when eta > 0; pass it explicitly so the
-    step stays a pure function (diffusers' ``variance_noise``). ``clip = (lo, hi)`` clamps
-    x0_hat to the data range and keeps eps_hat (diffusers' ``clip_sample``, whose range is
-    (-r, r), with ``use_clipped_model_output=False``).
+    step stays a pure function (diffusers' ``variance_noise``). ``clip = (lo, hi)`` (floats, or
+    tensors of x's shape for a per-pixel range) clamps x0_hat to the data range and keeps
+    eps_hat (diffusers' ``clip_sample``, whose range is (-r, r), with
+    ``use_clipped_model_output=False``).
 
     With a drift d the step is DDIM's on y = x - d (whose process is DDPM's), mapped back:
 
@@ -161,7 +162,7 @@ def sample(
     generator: torch.Generator | None = None,
     eta: float = 0.0,
     drift: Tensor | None = None,
-    clip: tuple[float, float] | None = None,
+    clip: tuple[float | Tensor, float | Tensor] | None = None,
 ) -> Tensor:
     """The N-step DDIM sampler: x_T -> x_0 over ``timesteps`` (descending, e.g. ddim_timesteps).
 

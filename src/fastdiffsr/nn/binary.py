@@ -109,16 +109,18 @@ class TaA(nn.Module):
 
 
 class BinaryConv2d(nn.Module):
-    """Conv (no bias, stride 1, 'same' padding) with weights alpha * sign(W), training form."""
+    """Conv (no bias, stride 1, 'same' padding) with weights alpha * sign(W), training form;
+    ``binarize=False`` convolves with W itself (the full-precision twin, same parameters)."""
 
-    def __init__(self, c_in: int, c_out: int, kernel: int):
+    def __init__(self, c_in: int, c_out: int, kernel: int, binarize: bool = True):
         super().__init__()
-        self.c_in, self.c_out, self.kernel = c_in, c_out, kernel
+        self.c_in, self.c_out, self.kernel, self.binarize = c_in, c_out, kernel, binarize
         self.weight = nn.Parameter(torch.empty(c_out, c_in, kernel, kernel))
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # nn.Conv2d's init
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.conv2d(x, binarize_weight(self.weight), padding=self.kernel // 2)
+        w = binarize_weight(self.weight) if self.binarize else self.weight
+        return F.conv2d(x, w, padding=self.kernel // 2)
 
 
 class PackedBinaryConv2d(nn.Module):
@@ -160,22 +162,28 @@ class PackedBinaryConv2d(nn.Module):
 
 class BIConv(nn.Module):
     """[B, C_in, H, W] -> [B, C_out, H, W]: TaR -> sign -> binary conv -> TaA (+ x if C_in ==
-    C_out; in BI-DiffSR every BIConv is square)."""
+    C_out; in BI-DiffSR every BIConv is square). ``binarize=False``: the full-precision twin,
+    TaR -> conv -> TaA with real activations and weights and the same parameters, so a binary
+    BIConv can start from a trained twin."""
 
-    def __init__(self, c_in: int, c_out: int, kernel: int, groups: int):
+    def __init__(self, c_in: int, c_out: int, kernel: int, groups: int, binarize: bool = True):
         super().__init__()
+        self.binarize = binarize
         self.tar = TaR(c_in, groups)
-        self.conv: BinaryConv2d | PackedBinaryConv2d = BinaryConv2d(c_in, c_out, kernel)
+        self.conv: BinaryConv2d | PackedBinaryConv2d = BinaryConv2d(c_in, c_out, kernel,
+                                                                     binarize)
         self.taa = TaA(c_out, groups)
         self.residual = c_in == c_out
 
     def forward(self, x: Tensor, g: Tensor) -> Tensor:
-        y = self.taa(self.conv(sign_ste(self.tar(x, g))), g)
+        a = self.tar(x, g)
+        y = self.taa(self.conv(sign_ste(a) if self.binarize else a), g)
         return y + x if self.residual else y
 
     def pack(self) -> None:
-        """Replace the float weights by their packed signs and scales (idempotent)."""
-        if isinstance(self.conv, BinaryConv2d):
+        """Replace the float weights by their packed signs and scales (idempotent; the twin
+        has nothing to pack)."""
+        if self.binarize and isinstance(self.conv, BinaryConv2d):
             self.conv = PackedBinaryConv2d.from_conv(self.conv)
 
 
@@ -196,10 +204,10 @@ class CPDown(nn.Module):
     Two BIConv(C/2 -> C/2) on the channel halves, summed, then PixelUnshuffle(2).
     """
 
-    def __init__(self, channels: int, groups: int):
+    def __init__(self, channels: int, groups: int, binarize: bool = True):
         super().__init__()
-        self.conv1 = BIConv(channels // 2, channels // 2, 3, groups)
-        self.conv2 = BIConv(channels // 2, channels // 2, 3, groups)
+        self.conv1 = BIConv(channels // 2, channels // 2, 3, groups, binarize)
+        self.conv2 = BIConv(channels // 2, channels // 2, 3, groups, binarize)
 
     def forward(self, x: Tensor, g: Tensor) -> Tensor:
         a, b = x.chunk(2, dim=1)
@@ -212,10 +220,10 @@ class CPUp(nn.Module):
     Two BIConv(C -> C) on the same input, concatenated (2C), then PixelShuffle(2).
     """
 
-    def __init__(self, channels: int, groups: int):
+    def __init__(self, channels: int, groups: int, binarize: bool = True):
         super().__init__()
-        self.conv1 = BIConv(channels, channels, 3, groups)
-        self.conv2 = BIConv(channels, channels, 3, groups)
+        self.conv1 = BIConv(channels, channels, 3, groups, binarize)
+        self.conv2 = BIConv(channels, channels, 3, groups, binarize)
 
     def forward(self, x: Tensor, g: Tensor) -> Tensor:
         return F.pixel_shuffle(torch.cat([self.conv1(x, g), self.conv2(x, g)], dim=1), 2)
@@ -237,13 +245,13 @@ class CSFusion(nn.Module):
     official ``CS_Fusion_FP`` at the full-precision levels) 1x1 convs with bias.
     """
 
-    def __init__(self, channels: int, groups: int, binary: bool = True):
+    def __init__(self, channels: int, groups: int, binary: bool = True, binarize: bool = True):
         super().__init__()
         if channels % 2:
             raise ValueError(f"CS-Fusion needs an even channel count, got {channels}")
         c = channels
-        self.conv1 = BIConv(c, c, 1, groups) if binary else FPConv(c, c, 1)
-        self.conv2 = BIConv(c, c, 1, groups) if binary else FPConv(c, c, 1)
+        self.conv1 = BIConv(c, c, 1, groups, binarize) if binary else FPConv(c, c, 1)
+        self.conv2 = BIConv(c, c, 1, groups, binarize) if binary else FPConv(c, c, 1)
 
     def forward(self, x: Tensor, g: Tensor) -> Tensor:
         a, b = interleave_halves(x)

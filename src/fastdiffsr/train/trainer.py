@@ -205,6 +205,8 @@ def train_stage(
     torch.manual_seed(cfg.seed)
     model = make_module().to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
+    if cfg.iterations == 0:  # the stage is its initialisation (e.g. an autoencoder copied in)
+        return ema, 0.0
     groups = param_groups(model)
     trainable = [p for g in groups for p in g.params]
     opt, sched = optimizer(groups, cfg)

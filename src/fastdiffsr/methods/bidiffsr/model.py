@@ -33,6 +33,18 @@ Where we differ from the official code (each a generalisation or a shared-code c
   10 sampling steps gave 10.8 dB unclipped, 10.9 dB clipped to [-1, 1] and 25.8 dB clipped to
   [0, 1].
 * The condition is our MATLAB-style bicubic (``resize.imresize``), not OpenCV's INTER_CUBIC.
+
+The CPU formulation (switches; the defaults are the paper's, ``configs/bidiffsr/paper.toml``).
+The paper's needs ~1M GPU iterations: eps from pure noise at HR resolution. For two CPU cores
+(``configs/bidiffsr/x4.toml``), with the same binary blocks:
+* ``residual``: diffuse y = HR - bicubic_s(LR), so the chain starts from the upsampled LR plus
+  noise (as RDSR / ResShift start near the LR), and SR = bicubic_s(LR) + y_0;
+* ``prediction = "x0"``: the UNet predicts y_0 (L1 on it is L1 on the image), so one sampling
+  step is already a full estimate; ``spacing = "trailing"``: the steps start at T - 1;
+* ``unshuffle`` u: the levels run on PixelUnshuffle_u of cat(bicubic_s(LR), y_t), u^2 fewer
+  pixels (u = s: at LR resolution, as ESPCN / RDSR), the output PixelShuffle_u'd;
+* ``binarize = false`` is the full-precision twin (real activations and weights in every BIConv,
+  the same parameters): trained first, it initialises the binary network (``train/recipes``).
 """
 
 from __future__ import annotations
@@ -44,7 +56,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...diffusion.sampling import ddim_timesteps, sample
+from ...diffusion.sampling import ddim_timesteps, q_sample, sample
 from ...diffusion.schedules import alphas_cumprod, linear_betas
 from ...nn.binary import BIConv, CPDown, CPUp, CSFusion, FPConv, timestep_group
 from ...nn.layers import (
@@ -72,6 +84,19 @@ class BIDiffSRConfig:
     beta_end: float = 1e-2
     sampling_steps: int = 50  # DDIM steps at inference
     clip_x0: bool = True  # clamp every step's x0_hat to the data range [0, 1]
+    # the formulation (defaults: the paper's; see the module docstring)
+    prediction: str = "eps"  # what the UNet predicts: "eps" or "x0"
+    residual: bool = False  # diffuse HR - bicubic_s(LR) instead of HR
+    spacing: str = "leading"  # DDIM timesteps: "leading" (diffusers') or "trailing" (from T - 1)
+    unshuffle: int = 1  # the UNet runs on PixelUnshuffle_u of its HR input (1: at HR resolution)
+    binarize: bool = True  # False: the full-precision twin (real activations and weights)
+
+    def __post_init__(self) -> None:
+        if self.prediction not in ("eps", "x0") or self.spacing not in ("leading", "trailing"):
+            raise ValueError(f"prediction must be 'eps' or 'x0' and spacing 'leading' or "
+                             f"'trailing', got {self.prediction!r} and {self.spacing!r}")
+        if self.unshuffle < 1:
+            raise ValueError(f"unshuffle must be >= 1, got {self.unshuffle}")
 
 
 class ResBlock(nn.Module):
@@ -81,11 +106,11 @@ class ResBlock(nn.Module):
         super().__init__()
         k = cfg.timestep_groups
         self.norm1 = nn.GroupNorm(cfg.norm_groups, c)
-        self.conv1 = BIConv(c, c, 3, k) if binary else FPConv(c, c, 3)
+        self.conv1 = BIConv(c, c, 3, k, cfg.binarize) if binary else FPConv(c, c, 3)
         self.emb_proj = nn.Linear(cfg.channels, c)
         self.norm2 = nn.GroupNorm(cfg.norm_groups, c)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.conv2 = BIConv(c, c, 3, k) if binary else FPConv(c, c, 3)
+        self.conv2 = BIConv(c, c, 3, k, cfg.binarize) if binary else FPConv(c, c, 3)
 
     def forward(self, x: Tensor, emb: Tensor, g: Tensor) -> Tensor:
         h = self.conv1(F.silu(self.norm1(x)), g)
@@ -107,14 +132,17 @@ class Attention(nn.Module):
 
 
 class BIDiffSRUNet(nn.Module):
-    """eps_hat = UNet(x_t [B, 3, H, W], cond [B, 3, H, W], t [B]); H, W multiples of 2^(L-1)."""
+    """UNet(x_t [B, 3, H, W], cond [B, 3, H, W], t [B]) -> eps_hat or x0_hat [B, 3, H, W];
+    H, W multiples of u 2^(L-1). With ``unshuffle`` u > 1 the levels run on
+    PixelUnshuffle_u(cat(cond, x_t)) [B, 6 u^2, H/u, W/u] and the output is PixelShuffle_u'd."""
 
     def __init__(self, cfg: BIDiffSRConfig):
         super().__init__()
         c, k, n = cfg.channels, cfg.timestep_groups, cfg.res_blocks
         self.cfg = cfg
         self.time_mlp = nn.Sequential(nn.Linear(c, 4 * c), nn.SiLU(), nn.Linear(4 * c, c))
-        self.conv_in = nn.Conv2d(6, c, 3, padding=1)
+        u = cfg.unshuffle
+        self.conv_in = nn.Conv2d(6 * u * u, c, 3, padding=1)
         widths = [c * m for m in cfg.channel_mults]
         self.down = nn.ModuleList()
         skips, width = [c], c
@@ -124,7 +152,7 @@ class BIDiffSRUNet(nn.Module):
             self.down.extend(ResBlock(w, cfg, binary=True) for _ in range(n))
             skips += [w] * n
             if level < len(widths) - 1:
-                self.down.append(CPDown(w, k))
+                self.down.append(CPDown(w, k, cfg.binarize))
                 width = 2 * w
                 skips.append(width)
         self.mid1 = ResBlock(width, cfg, binary=True)
@@ -136,18 +164,19 @@ class BIDiffSRUNet(nn.Module):
             for _ in range(n + 1):
                 if width + skips.pop() != 2 * w:
                     raise ValueError("CS-Fusion needs decoder and skip of the level's width")
-                self.up += [CSFusion(w, k, binary), ResBlock(w, cfg, binary)]
+                self.up += [CSFusion(w, k, binary, cfg.binarize), ResBlock(w, cfg, binary)]
                 width = w
             if level > 0:
-                self.up.append(CPUp(w, k))
+                self.up.append(CPUp(w, k, cfg.binarize))
                 width = w // 2
         self.norm_out = nn.GroupNorm(cfg.norm_groups, width)
-        self.conv_out = nn.Conv2d(width, 3, 3, padding=1)
+        self.conv_out = nn.Conv2d(width, 3 * u * u, 3, padding=1)
 
     def forward(self, x_t: Tensor, cond: Tensor, t: Tensor) -> Tensor:
         emb = self.time_mlp(sinusoidal_embedding(t, self.cfg.channels))
         g = timestep_group(t, self.cfg.timesteps, self.cfg.timestep_groups)
-        x = self.conv_in(torch.cat([cond, x_t], dim=1))
+        u = self.cfg.unshuffle
+        x = self.conv_in(F.pixel_unshuffle(torch.cat([cond, x_t], dim=1), u))
         skips = [x]
         for layer in self.down:
             x = layer(x, emb, g) if isinstance(layer, ResBlock) else layer(x, g)
@@ -158,11 +187,12 @@ class BIDiffSRUNet(nn.Module):
                 x = layer(torch.cat([x, skips.pop()], dim=1), g)
             else:
                 x = layer(x, emb, g) if isinstance(layer, ResBlock) else layer(x, g)
-        return self.conv_out(F.silu(self.norm_out(x)))
+        return F.pixel_shuffle(self.conv_out(F.silu(self.norm_out(x))), u)
 
     @property
     def downsample_factor(self) -> int:
-        return 2 ** (len(self.cfg.channel_mults) - 1)
+        """HR sides must be multiples of this."""
+        return self.cfg.unshuffle * 2 ** (len(self.cfg.channel_mults) - 1)
 
 
 class BIDiffSR(Upscaler):
@@ -187,7 +217,10 @@ class BIDiffSR(Upscaler):
         self.tile_overlap, self.max_tile = 32, 128
         # float32 activations alive at once at HR resolution, dominated by the level-0 skips
         # (res_blocks + 2 maps of C) plus ~4 working maps of C
-        self.bytes_per_lr_pixel = 4.0 * cfg.scale**2 * cfg.channels * (cfg.res_blocks + 6)
+        # (res_blocks + 2 maps of C) plus ~4 working maps of C, on a grid u^2 coarser, and ~12
+        # maps of 3 channels at HR resolution (condition, noise, the sampler's state)
+        level0 = cfg.channels * (cfg.res_blocks + 6) / cfg.unshuffle**2
+        self.bytes_per_lr_pixel = 4.0 * cfg.scale**2 * (level0 + 12)
         abar = alphas_cumprod(linear_betas(cfg.timesteps, cfg.beta_start, cfg.beta_end))
         self.register_buffer("abar", abar.float(), persistent=False)
 
@@ -203,17 +236,24 @@ class BIDiffSR(Upscaler):
             self.fuse()
         return super().load_state_dict(state_dict, strict, assign)
 
-    def predict_eps(self, x_t: Tensor, t: Tensor, cond: Tensor) -> Tensor:
-        return self.unet(x_t, cond, t)
+    def predict(self, y_t: Tensor, t: Tensor, cond: Tensor) -> Tensor:
+        """The UNet's eps_hat or y0_hat (``prediction``) for the diffused y_t [B, 3, H, W]."""
+        return self.unet(y_t, cond, t)
 
     def super_resolve(self, lr: Tensor, noise: Tensor, sampling_steps: int) -> Tensor:
-        """LR [B, 3, h, w] and x_T [B, 3, sh, sw] -> SR [B, 3, sh, sw] by DDIM."""
+        """LR [B, 3, h, w] and noise [B, 3, sh, sw] -> SR [B, 3, sh, sw] by DDIM on y (HR, or
+        the residual HR - bicubic_s(LR)): y_T = noise, or with ``residual`` the forward process
+        at the first timestep from y = 0, i.e. the chain starts from bicubic_s(LR) plus noise;
+        SR = bicubic_s(LR) + y_0 (``residual``) or y_0."""
         cond = imresize(lr, self.scale)
-        ts = ddim_timesteps(self.cfg.timesteps, sampling_steps, "leading")
-        clip = (0.0, 1.0) if self.cfg.clip_x0 else None
-        x0 = sample(lambda x, t: self.predict_eps(x, t, cond), noise, self.abar, ts, "eps",
-                    clip=clip)
-        return x0.clamp(0, 1)
+        ts = ddim_timesteps(self.cfg.timesteps, sampling_steps, self.cfg.spacing)
+        base = cond if self.cfg.residual else 0.0
+        y_T = q_sample(torch.zeros_like(noise), self.abar[ts[0]], noise) if self.cfg.residual \
+            else noise
+        clip = (0.0 - base, 1.0 - base) if self.cfg.clip_x0 else None  # SR in [0, 1]
+        y0 = sample(lambda y, t: self.predict(y, t, cond), y_T, self.abar, ts,
+                    self.cfg.prediction, clip=clip)
+        return (base + y0).clamp(0, 1)
 
     def image_noise(self, lr: Tensor, seed: int = 0) -> Tensor:
         """The image's x_T [1, 3, sH, sW], which the tiler crops with the LR."""

@@ -1,14 +1,18 @@
-"""BI-DiffSR training: one stage, ``diffusion`` (the official ``BIDiffSRModel``).
+"""BI-DiffSR training: ``twin`` (the full-precision twin) then ``diffusion`` (the binary
+network, initialised from the twin: the usual practice for binary networks; with
+``[twin] iterations = 0`` it starts from the twin's initialisation, i.e. from scratch, the
+official ``BIDiffSRModel``).
 
-t ~ U{0..T-1} per sample, eps ~ N(0, I), x_t = sqrt(abar_t) HR + sqrt(1 - abar_t) eps (HR in
-[0, 1]), loss L1(UNet(x_t, bicubic_s(LR), t), eps). Randomness comes from the global torch RNG
-(the trainer reseeds it every iteration).
+Each stage: y = HR (or HR - bicubic_s(LR) with ``residual``), t ~ U{0..T-1} per sample,
+eps ~ N(0, I), y_t = sqrt(abar_t) y + sqrt(1 - abar_t) eps (images in [0, 1]), loss
+L1(UNet(y_t, bicubic_s(LR), t), eps) (the paper's) or L1(..., y) (``prediction = "x0"``).
+Randomness comes from the global torch RNG (the trainer reseeds it every iteration).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +30,7 @@ from ..trainer import TrainConfig
 @dataclass(frozen=True)
 class BIDiffSRRecipe:
     model: BIDiffSRConfig = field(default_factory=BIDiffSRConfig)
+    twin: TrainConfig = field(default_factory=lambda: TrainConfig(iterations=0))
     diffusion: TrainConfig = field(default_factory=TrainConfig)
     val_sampling_steps: int = 50  # DDIM steps of the periodic validation
 
@@ -34,7 +39,7 @@ Recipe = BIDiffSRRecipe
 
 
 class DiffusionStage(nn.Module):
-    """eps-prediction with an L1 loss; validation samples with ``val_sampling_steps`` steps."""
+    """The L1 loss of the UNet's prediction; validation upscales with ``val_sampling_steps``."""
 
     def __init__(self, cfg: BIDiffSRConfig, val_sampling_steps: int):
         super().__init__()
@@ -46,17 +51,25 @@ class DiffusionStage(nn.Module):
         return upscale_tensor(self.model, lr, self.val_options)
 
     def forward(self, lr: Tensor, hr: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        abar = self.model.abar
+        cfg, abar = self.model.cfg, self.model.abar
         cond = imresize(lr, self.model.scale)
+        y = hr - cond if cfg.residual else hr
         t = torch.randint(len(abar), (hr.shape[0],), device=hr.device)
         eps = torch.randn_like(hr)
-        eps_hat = self.model.predict_eps(q_sample(hr, abar[t], eps), t, cond)
-        return F.l1_loss(eps_hat, eps), {}
+        pred = self.model.predict(q_sample(y, abar[t], eps), t, cond)
+        return F.l1_loss(pred, eps if cfg.prediction == "eps" else y), {}
+
+
+def twin_stage(recipe: BIDiffSRRecipe, weights: Mapping[str, Weights]) -> DiffusionStage:
+    del weights
+    return DiffusionStage(replace(recipe.model, binarize=False), recipe.val_sampling_steps)
 
 
 def diffusion_stage(recipe: BIDiffSRRecipe, weights: Mapping[str, Weights]) -> DiffusionStage:
-    del weights
-    return DiffusionStage(recipe.model, recipe.val_sampling_steps)
+    """The binary network with the twin's weights (signs and scales of its conv weights)."""
+    module = DiffusionStage(recipe.model, recipe.val_sampling_steps)
+    module.model.load_state_dict(substate(weights["twin"], "model."))
+    return module
 
 
 def export(recipe: BIDiffSRRecipe, weights: Mapping[str, Weights]) -> BIDiffSR:
@@ -67,5 +80,12 @@ def export(recipe: BIDiffSRRecipe, weights: Mapping[str, Weights]) -> BIDiffSR:
     return model
 
 
-STAGES = (Stage("diffusion", diffusion_stage),)
+def twin_model(recipe: BIDiffSRRecipe, weights: Mapping[str, Weights]) -> BIDiffSR:
+    """The trained full-precision twin as an inference model (the ablation's twin rows)."""
+    model = BIDiffSR(replace(recipe.model, binarize=False))
+    model.load_state_dict(substate(weights["twin"], "model."))
+    return model
+
+
+STAGES = (Stage("twin", twin_stage), Stage("diffusion", diffusion_stage, needs=("twin",)))
 EXPORT = Export(export, needs=("diffusion",))
