@@ -1,4 +1,4 @@
-"""The ``fastdiffsr`` command: upscale | eval | train | bench | models."""
+"""The ``fastdiffsr`` command: upscale | eval | train | bench | export | models."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ from pathlib import Path
 
 import torch
 
+from .backends.onnx import DeployError
 from .config import ConfigError
 from .imageio import ImageReadError
 from .zoo import DEFAULT_MODEL, ModelFileError
 
 # Errors that are the user's input, not a bug: one line on stderr, exit status 2, no traceback.
-USER_ERRORS = (ModelFileError, ImageReadError, ConfigError, FileNotFoundError)
+USER_ERRORS = (ModelFileError, ImageReadError, ConfigError, FileNotFoundError, DeployError)
 
 DEFAULT_BENCH_DATA = Path("../shared/data/bench")
 
@@ -81,6 +82,18 @@ def _add_train(sub) -> None:
                         "file; a relative path resolves against the config file's folder)")
 
 
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="export a model to ONNX (fp32 or int8) for deployment")
+    p.add_argument("-n", "--model", default=DEFAULT_MODEL, help="model name or .safetensors")
+    p.add_argument("-o", "--output", type=Path, required=True, help="the .onnx file to write")
+    p.add_argument("--tile", type=int, default=128,
+                   help="LR side the graph is traced and calibrated at (any size runs)")
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "int8"])
+    p.add_argument("--calibration", type=Path, default=Path("../shared/data/train"),
+                   help="training images for int8 calibration (never a benchmark set)")
+    p.add_argument("--threads", type=int)
+
+
 def cmd_upscale(args) -> int:
     from .commands import upscale_files
 
@@ -100,6 +113,13 @@ def cmd_bench(args) -> int:
 
     _threads(args.threads)
     return bench(args)
+
+
+def cmd_export(args) -> int:
+    from .commands import export_model
+
+    _threads(args.threads)
+    return export_model(args)
 
 
 def cmd_models(args) -> int:
@@ -132,12 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(sub)
     _add_train(sub)
     _add_bench(sub)
+    _add_export(sub)
     sub.add_parser("models", help="list the shipped models")
     return parser
 
 
 HANDLERS = {"upscale": cmd_upscale, "eval": cmd_eval, "train": cmd_train, "bench": cmd_bench,
-            "models": cmd_models}
+            "export": cmd_export, "models": cmd_models}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -129,3 +129,21 @@ def list_models() -> int:
         print(f"| {name} | {info['method']} | x{info['scale']} | {info['params']:,} | "
               f"{size / 1024:.1f} KiB | {text} |")
     return 0
+
+
+def export_model(args) -> int:
+    """``fastdiffsr export``: the model's per-tile graph as ONNX (fp32, or int8 calibrated on
+    training images)."""
+    from .backends.onnx import export_onnx
+    from .data.datasets import calibration_crops
+
+    model = load_model(args.model)
+    calibration = None
+    if args.dtype == "int8":
+        calibration = calibration_crops(args.calibration, args.tile, model.scale)
+    provenance = {"source": str(resolve(args.model)), "tile": args.tile, "dtype": args.dtype,
+                  "calibration": None if calibration is None else str(args.calibration),
+                  "torch": torch.__version__, "model": model_provenance(args.model)}
+    path = export_onnx(model, args.output, args.tile, args.dtype, provenance, calibration)
+    print(f"exported {args.model} ({args.dtype}) to {path}")
+    return 0

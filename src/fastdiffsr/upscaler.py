@@ -62,6 +62,10 @@ class Upscaler(nn.Module):
     def fuse(self) -> None:
         """Convert to the deployment form in place (reparameterisation); a no-op by default."""
 
+    def tile_graph(self) -> TileGraph:
+        """The per-tile evaluation as one module for export (``backends.onnx``)."""
+        raise NotImplementedError(f"models of method '{self.method}' cannot be exported yet")
+
     def info(self) -> dict[str, object]:
         """Metadata a user or a tiler needs (spandrel-style)."""
         return {
@@ -75,6 +79,16 @@ class Upscaler(nn.Module):
             "bf16_safe": self.bf16_safe,
             "params": count_params(self),
         }
+
+
+@dataclass(frozen=True)
+class TileGraph:
+    """What an exported file runs per tile: ``module(lr [B, 3, h, w])``, or with ``prior_noise``
+    D > 0 ``module(lr, z_T [B, D])`` where z_T ~ N(0, I) is drawn once per image from the seed,
+    as the model's ``prepare`` draws it; H and W may vary."""
+
+    module: nn.Module
+    prior_noise: int = 0
 
 
 @dataclass(frozen=True)

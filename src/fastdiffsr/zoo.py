@@ -120,9 +120,15 @@ def load_model(
 ) -> Upscaler:
     """Load a shipped model by name or any fastdiffsr ``.safetensors`` file, in eval mode.
 
-    ``deploy=True`` converts to the inference form (e.g. RDSR's fused 3x3 convs).
+    ``deploy=True`` converts to the inference form (e.g. RDSR's fused 3x3 convs). A ``.onnx``
+    file written by ``fastdiffsr export`` runs through ONNX Runtime on the CPU
+    (``backends.onnx``, the deploy extra).
     """
     path = resolve(name_or_path)
+    if path.suffix.lower() == ".onnx":  # an exported file: ONNX Runtime on the CPU
+        from .backends.onnx import OnnxUpscaler
+
+        return OnnxUpscaler(path)
     meta = read_metadata(path)
     name = meta["method"]
     try:

@@ -130,3 +130,18 @@ def benchmark_pairs(root: Path, name: str, scale: int) -> list[tuple[Path, Path 
     if not lr_dir.is_dir():
         return [(h, None) for h in hrs]
     return [(h, lr_dir / h.name) for h in hrs]
+
+
+def calibration_crops(root: str | Path, side: int, scale: int, count: int = 16) -> list[Tensor]:
+    """``count`` LR crops [1, 3, h, h] for int8 calibration, h = ``side`` or what the image
+    holds: the centre HR crop of h * scale px of evenly spaced images of a training folder,
+    downscaled as the benchmarks' LR."""
+    files = list_images(root)
+    crops = []
+    for f in files[:: max(1, len(files) // count)][:count]:
+        img = load_rgb_uint8(f)
+        hp = min(side, min(img.shape[:2]) // scale) * scale
+        y, x = (img.shape[0] - hp) // 2, (img.shape[1] - hp) // 2
+        hr = torch.from_numpy(np.ascontiguousarray(img[y : y + hp, x : x + hp]))
+        crops.append(downscale(hr.permute(2, 0, 1)[None].float() / 255, scale))
+    return crops

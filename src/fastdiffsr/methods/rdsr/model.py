@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from ...diffusion.sampling import sample
 from ...diffusion.schedules import alphas_cumprod, linear_betas
 from ...nn.reparam import RepBranches, RepConv
-from ...upscaler import TileFn, Upscaler
+from ...upscaler import TileFn, TileGraph, Upscaler
 
 
 @dataclass(frozen=True)
@@ -90,12 +90,19 @@ class PriorDiffusion(nn.Module):
         super().__init__()
         self.lpe_lr = PriorEncoder(3, cfg)
         self.denoiser = Denoiser(cfg)
+        self.dim = cfg.prior_dim
         abar = alphas_cumprod(linear_betas(cfg.timesteps, cfg.beta_start, cfg.beta_end))
         self.register_buffer("abar", abar.float(), persistent=False)
 
     def forward(self, lr: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """z_hat [B, D], the chain started from z_T ~ N(0, I) drawn from ``generator``."""
+        z_T = torch.randn((lr.shape[0], self.dim), generator=generator, device=lr.device,
+                          dtype=lr.dtype)
+        return self.from_noise(lr, z_T)
+
+    def from_noise(self, lr: Tensor, z_T: Tensor) -> Tensor:
+        """z_hat [B, D] by the chain from a given z_T [B, D] (what an exported graph takes)."""
         c = self.lpe_lr(lr)
-        z_T = torch.randn(c.shape, generator=generator, device=c.device, dtype=c.dtype)
         every_timestep = torch.arange(len(self.abar) - 1, -1, -1)  # T-1 .. 0: the full chain
         return sample(lambda z, t: self.denoiser(z, c, t), z_T, self.abar, every_timestep, "x0")
 
@@ -217,6 +224,11 @@ class RDSR(Upscaler):
             return lambda tile: self.repd(tile, z.expand(tile.shape[0], -1)).clamp(0, 1)
         return self.fold(z)
 
+    def tile_graph(self) -> TileGraph:
+        """The prior estimated on the tile from a given z_T, then RepD with its FiLM on the
+        activations (equal to the folded convs; the exported convs keep constant weights)."""
+        return TileGraph(PriorAndBody(self), prior_noise=self.cfg.prior_dim)
+
     def fold(self, z: Tensor) -> DeployedBody:
         """Fold one image's FiLM (z [1, D]) into the fused convs.
 
@@ -230,6 +242,17 @@ class RDSR(Upscaler):
             convs.append(folded)
         convs.append(_copy_conv(self.repd.tail))
         return DeployedBody(convs, self.scale).to(z.device, memory_format=torch.channels_last)
+
+
+class PriorAndBody(nn.Module):
+    """One exportable RDSR evaluation: (LR [B, 3, h, w], z_T [B, D]) -> SR [B, 3, sh, sw]."""
+
+    def __init__(self, model: RDSR):
+        super().__init__()
+        self.prior, self.repd = model.prior, model.repd
+
+    def forward(self, lr: Tensor, z_T: Tensor) -> Tensor:
+        return self.repd(lr, self.prior.from_noise(lr, z_T)).clamp(0, 1)
 
 
 def _copy_conv(conv: nn.Module) -> nn.Conv2d:
