@@ -152,3 +152,17 @@ def test_max_tile_caps_the_default_tile_not_the_users(monkeypatch):
     sizes.clear()
     upscale_tensor(model, x, UpscaleOptions(tile=40))
     assert sizes == [(40, 40)]
+
+
+def test_bf16_option_runs_the_model_under_autocast():
+    """``dtype="bf16"``: close to fp32, float32 out; another dtype is an error."""
+    import torch
+
+    from fastdiffsr.upscaler import UpscaleOptions, upscale_tensor
+
+    model, lr = load_model("rdsr-x4"), torch.rand(1, 3, 24, 24)
+    a = upscale_tensor(model, lr)
+    b = upscale_tensor(model, lr, UpscaleOptions(dtype="bf16"))
+    assert b.dtype == torch.float32 and 0 < (a - b).abs().max() < 0.05
+    with pytest.raises(ValueError, match="dtype"):
+        upscale_tensor(model, lr, UpscaleOptions(dtype="fp16"))

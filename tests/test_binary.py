@@ -190,3 +190,10 @@ def test_complexity_counts_binary_and_full_precision_apart() -> None:
     model["bi"].pack()  # the packed form counts the same
     packed = bn.binary_complexity(model, lambda: model["fp"](model["norm"](model["bi"](x, g))))
     assert packed == c
+
+
+def test_packed_conv_as_float_conv_is_the_same_convolution() -> None:
+    torch.manual_seed(0)
+    packed = bn.PackedBinaryConv2d.from_conv(bn.BinaryConv2d(8, 6, 3))
+    x = torch.randn(2, 8, 5, 7)
+    torch.testing.assert_close(packed.as_float_conv()(x), packed(x))

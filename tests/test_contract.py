@@ -99,7 +99,7 @@ assert main(["upscale", "-i", image, "-o", out, "-n", name]) == 0
 print(json.dumps(sorted(m for m in sys.modules if m.startswith("fastdiffsr"))))
 """
 _SHIPPED_METHOD = {"rdsr-x4": "rdsr", "yonos-x4": "yonos", "edgesdsr-x4": "edgesdsr",
-                   "bicubic": "bicubic"}
+                   "bidiffsr-x4": "bidiffsr", "bicubic": "bicubic"}
 _BASES = {"edgesdsr": {"yonos"}}  # Edge-SD-SR's model is built on YONOS-SR's
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from fastdiffsr import resize
 from fastdiffsr.cli import main
 from fastdiffsr.data.datasets import calibration_crops
 from fastdiffsr.imageio import Picture, write_image
@@ -96,15 +97,49 @@ def test_cli_export_then_upscale_with_the_file(rdsr, tmp_path) -> None:
     assert (tmp_path / "res" / "in_out.png").is_file()
 
 
-def test_a_model_that_cannot_be_exported_is_one_error_line(tmp_path, capsys) -> None:
+def test_a_latent_model_exports_at_its_tile_size_and_pytorch_is_untouched(tmp_path) -> None:
+    """YONOS-SR's graph runs 128 px tiles (its bicubic resize is fixed to the size); through
+    the same tiler and image noise it equals PyTorch, and tracing leaves the PyTorch model (and
+    the resize cache) as it was."""
     from fastdiffsr.methods.yonos.model import YONOS, YONOSConfig
     from fastdiffsr.nn.autoencoder import AutoencoderConfig
     from fastdiffsr.nn.unet import UNetConfig
 
-    with pytest.raises(DeployError, match="cannot be exported"):
-        cfg = YONOSConfig(autoencoder=AutoencoderConfig(base_channels=8, groups=4),
-                          unet=UNetConfig(base_channels=8, groups=4))
-        export_onnx(YONOS(cfg), tmp_path / "y.onnx")
+    torch.manual_seed(0)
+    cfg = YONOSConfig(autoencoder=AutoencoderConfig(base_channels=8, channel_mults=(1, 2, 2),
+                                                    groups=4, attention_mid=False),
+                      unet=UNetConfig(base_channels=8, channel_mults=(1, 2), blocks_per_level=1,
+                                      attention_levels=(1,), heads=2, groups=4))
+    model = YONOS(cfg).eval()
+    lr = torch.rand(1, 3, 150, 140)  # two tiles of 128 per side
+    before = upscale_tensor(model, lr, UpscaleOptions(seed=2))
+    resize._weights_cpu.cache_clear()  # the export is the first to ask for its matrices
+    ort = OnnxUpscaler(export_onnx(model, tmp_path / "y.onnx"))
+    assert ort.static_side == 128 and ort.noise_channels == 4
+    assert torch.equal(upscale_tensor(model, lr, UpscaleOptions(seed=2)), before)
+    assert (upscale_tensor(ort, lr, UpscaleOptions(seed=2)) - before).abs().max() < 1e-3
+    with pytest.raises(DeployError, match="128 px tiles only"):
+        upscale_tensor(ort, lr, UpscaleOptions(tile=140))
+
+
+def test_bidiffsr_exports_its_packed_1_bit_layers_as_float_convolutions(tmp_path) -> None:
+    from dataclasses import replace
+
+    from fastdiffsr.methods.bidiffsr.model import BIDiffSR
+
+    from .test_bidiffsr import CPU_TINY, _model
+
+    model = _model(replace(CPU_TINY, unshuffle=4))  # attention over 64 x 64 tokens
+    model.fuse()
+    ort = OnnxUpscaler(export_onnx(model, tmp_path / "b.onnx"))
+    assert isinstance(model, BIDiffSR) and ort.static_side == model.max_tile
+    lr = torch.rand(1, 3, 128, 128)
+    a, b = upscale_tensor(model, lr), upscale_tensor(ort, lr)
+    # a sign that flips on a float rounding difference moves a few outputs, not the image
+    assert (a - b).abs().mean() < 1e-3
+
+
+def test_a_model_that_cannot_be_exported_is_one_error_line(tmp_path, capsys) -> None:
     assert main(["export", "-n", "bicubic", "-o", str(tmp_path / "b.onnx")]) == 2
     assert "cannot be exported" in capsys.readouterr().err
 

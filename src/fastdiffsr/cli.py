@@ -22,6 +22,8 @@ DEFAULT_BENCH_DATA = Path("../shared/data/bench")
 def _add_sampling_steps(p) -> None:
     p.add_argument("--sampling-steps", "--steps", type=int, dest="sampling_steps",
                    help="diffusion sampling steps (default: the model's)")
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"],
+                   help="bf16: convolutions and matmuls in bfloat16 (PyTorch models)")
 
 
 def _add_upscale(sub) -> None:

@@ -19,7 +19,7 @@ def _options(args) -> UpscaleOptions:
     return UpscaleOptions(
         outscale=getattr(args, "outscale", None), tile=getattr(args, "tile", None),
         tile_overlap=getattr(args, "tile_overlap", None), sampling_steps=args.sampling_steps,
-        seed=getattr(args, "seed", 0),
+        seed=getattr(args, "seed", 0), dtype=args.dtype,
     )
 
 
@@ -96,6 +96,7 @@ def evaluate(args) -> int:
     print(format_table(results, cost))
     if args.report:
         settings = {"scale": args.scale, "sampling_steps": args.sampling_steps, "seed": args.seed,
+                    "dtype": args.dtype,
                     "form": "unfused" if args.unfused else "deploy",
                     "threads": torch.get_num_threads()}
         path = write_report(args.report, args.model, results, cost, strips, settings)

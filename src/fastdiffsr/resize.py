@@ -55,8 +55,12 @@ def _weights_cpu(in_len: int, out_len: int, scale: float, antialias: bool) -> Te
 def resize_matrix(
     in_len: int, out_len: int, scale: float, antialias: bool = True, *, device=None, dtype=None
 ) -> Tensor:
-    """[out_len, in_len] matrix M such that ``M @ signal`` resizes a 1-D signal like MATLAB."""
-    mat = _weights_cpu(in_len, out_len, float(scale), antialias)
+    """[out_len, in_len] matrix M such that ``M @ signal`` resizes a 1-D signal like MATLAB.
+
+    Cached, except while a graph is traced (``torch.onnx.export``, ``torch.compile``): the
+    tracer's fake tensors must not be kept for later real calls."""
+    build = _weights_cpu.__wrapped__ if torch.compiler.is_compiling() else _weights_cpu
+    mat = build(in_len, out_len, float(scale), antialias)
     return mat.to(device=device, dtype=dtype or torch.float32)
 
 

@@ -36,7 +36,7 @@ class Upscaler(nn.Module):
     tile_overlap: int = 16  # LR pixels of overlap tiles need to be seamless
     max_tile: int = 0  # largest LR tile side to run by default (e.g. attention); 0: no limit
     default_sampling_steps: int = 0  # sampling steps at inference (0: not a diffusion sampler)
-    bf16_safe: bool = False
+    bf16_safe: bool = False  # bf16 measured within 0.01 dB of fp32 on the benchmark sets
     bytes_per_lr_pixel: float = 0.0  # activation memory per LR pixel; 0: unknown (no auto tiles)
 
     def prepare(self, lr: Tensor, sampling_steps: int | None = None, seed: int = 0) -> TileFn:
@@ -83,12 +83,18 @@ class Upscaler(nn.Module):
 
 @dataclass(frozen=True)
 class TileGraph:
-    """What an exported file runs per tile: ``module(lr [B, 3, h, w])``, or with ``prior_noise``
-    D > 0 ``module(lr, z_T [B, D])`` where z_T ~ N(0, I) is drawn once per image from the seed,
-    as the model's ``prepare`` draws it; H and W may vary."""
+    """What an exported file runs per tile: ``module(lr [B, 3, h, w], *noise)``.
+
+    ``prior_noise`` D > 0: the second input is z_T [B, D] ~ N(0, I), drawn once per image from
+    the seed as the model's ``prepare`` draws it. ``image_noise`` (k, r), k > 0: the second
+    input is the tile's crop [B, k, r h, r w] of the model's ``image_noise``. ``static_side``
+    > 0: the graph runs tiles of exactly that side (e.g. a bicubic resize inside it whose
+    matrices depend on the size); 0: any h and w."""
 
     module: nn.Module
     prior_noise: int = 0
+    image_noise: tuple[int, int] = (0, 1)
+    static_side: int = 0
 
 
 @dataclass(frozen=True)
@@ -100,6 +106,7 @@ class UpscaleOptions:
     sampling_steps: int | None = None  # None: the model's default
     seed: int = 0
     memory_budget: int = 2 * 1024**3  # bytes of activations per forward call
+    dtype: str = "fp32"  # "bf16": convolutions and matmuls in bfloat16 (torch.autocast)
 
 
 DEFAULTS = UpscaleOptions()
@@ -110,22 +117,27 @@ def upscale_tensor(
     model: Upscaler, lr: Tensor, opts: UpscaleOptions = DEFAULTS,
     progress: Callable[[int, int], None] | None = None,
 ) -> Tensor:
-    """[1, 3, H, W] in [0, 1] -> [1, 3, sH, sW]: pad, per-image preparation, the image's noise
-    drawn once, tiles (the LR and the noise cropped alike), blend, crop.
+    """[1, 3, H, W] in [0, 1] -> [1, 3, sH, sW] float32: pad, per-image preparation, the
+    image's noise drawn once, tiles (the LR and the noise cropped alike), blend, crop.
 
-    Runs in inference mode: no autograd graph, whoever calls it.
+    Runs in inference mode: no autograd graph, whoever calls it. ``opts.dtype = "bf16"`` runs
+    the model under ``torch.autocast`` in bfloat16 (the CPU's native bf16 path where it has
+    one; measured per model in ``benchmarks/results/deploy.md``).
     """
+    if opts.dtype not in ("fp32", "bf16"):
+        raise ValueError(f"dtype must be 'fp32' or 'bf16', got {opts.dtype!r}")
     h, w = lr.shape[-2:]
     x = pad_to_requirements(lr, model.multiple_of, model.minimum)
     overlap = model.tile_overlap if opts.tile_overlap is None else opts.tile_overlap
-    with torch.inference_mode():
+    bf16 = torch.autocast(x.device.type, torch.bfloat16, enabled=opts.dtype == "bf16")
+    with torch.inference_mode(), bf16:
         fn = model.prepare(x, opts.sampling_steps, opts.seed)
         noise = model.image_noise(x, opts.seed)
         inputs = [x] if noise is None else [x, noise]
         y = tiled_apply(fn, inputs, tile_size(model, x, opts), overlap, model.scale,
                         batch_size=opts.batch_tiles, bytes_per_lr_pixel=model.bytes_per_lr_pixel,
                         memory_budget=opts.memory_budget, progress=progress)
-    return y[..., : h * model.scale, : w * model.scale]
+    return y[..., : h * model.scale, : w * model.scale].float()
 
 
 def tile_size(model: Upscaler, x: Tensor, opts: UpscaleOptions) -> int:

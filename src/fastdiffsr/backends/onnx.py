@@ -23,9 +23,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-from ..upscaler import TileFn, Upscaler
+from ..upscaler import TileFn, TileGraph, Upscaler
 
 FORMAT = "fastdiffsr-onnx"
 DTYPES = ("fp32", "int8")
@@ -46,20 +47,24 @@ def _require():
     return onnx, onnxruntime
 
 
-def _metadata(model: Upscaler, prior_noise: int, dtype: str, provenance: dict) -> dict[str, str]:
+def _metadata(model: Upscaler, graph: TileGraph, dtype: str, provenance: dict
+              ) -> dict[str, str]:
+    k, r = graph.image_noise
     return {"format": FORMAT, "method": model.method, "scale": str(model.scale),
             "tile_overlap": str(model.tile_overlap), "multiple_of": str(model.multiple_of),
             "minimum": str(model.minimum), "max_tile": str(model.max_tile),
             "sampling_steps": str(model.default_sampling_steps),
             "bytes_per_lr_pixel": str(model.bytes_per_lr_pixel),
-            "prior_noise": str(prior_noise), "dtype": dtype,
+            "prior_noise": str(graph.prior_noise), "image_noise": f"{k},{r}",
+            "static_side": str(graph.static_side), "dtype": dtype,
             "provenance": json.dumps(provenance)}
 
 
 def export_onnx(model: Upscaler, path: str | Path, tile: int = 128, dtype: str = "fp32",
                 provenance: dict | None = None, calibration: list[Tensor] | None = None) -> Path:
-    """Write ``model``'s per-tile graph to ``path`` (traced at ``tile`` x ``tile`` LR px; any
-    size runs). ``int8`` needs ``calibration``: LR crops [1, 3, h, w] of training images."""
+    """Write ``model``'s per-tile graph to ``path``, traced at ``tile`` x ``tile`` LR px (a
+    graph with a ``static_side`` at that side); ``int8`` needs ``calibration``: LR crops
+    [1, 3, h, w] of training images (resized to the static side where the graph has one)."""
     onnx, _ = _require()
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
@@ -72,13 +77,21 @@ def export_onnx(model: Upscaler, path: str | Path, tile: int = 128, dtype: str =
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     batch = torch.export.Dim("batch", max=1024)
-    side = {0: batch, 2: torch.export.Dim("h", min=8), 3: torch.export.Dim("w", min=8)}
-    example = [torch.rand(1, 3, tile, tile)]
-    names, shapes = ["lr"], [side]
+    h, w = torch.export.Dim("h", min=8), torch.export.Dim("w", min=8)
+    side = graph.static_side or tile
+    example = [torch.rand(1, 3, side, side)]
+    names, shapes = ["lr"], [{0: batch} if graph.static_side else {0: batch, 2: h, 3: w}]
     if graph.prior_noise:
         example.append(torch.randn(1, graph.prior_noise))
         names.append("prior_noise")
         shapes.append({0: batch})
+    k, r = graph.image_noise
+    if k:
+        example.append(torch.randn(1, k, r * side, r * side))
+        names.append("noise")
+        shapes.append({0: batch} if graph.static_side else {0: batch, 2: r * h, 3: r * w})
+    if graph.static_side and calibration:
+        calibration = [F.interpolate(c, size=(side, side), mode="area") for c in calibration]
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
         with torch.no_grad():
@@ -86,17 +99,16 @@ def export_onnx(model: Upscaler, path: str | Path, tile: int = 128, dtype: str =
                               output_names=["sr"], dynamic_shapes=tuple(shapes), dynamo=True,
                               external_data=False, verbose=False)
         if dtype == "int8":
-            fp32 = _quantize(fp32, Path(tmp), names, graph.prior_noise, calibration)
+            fp32 = _quantize(fp32, Path(tmp), graph, calibration)
         proto = onnx.load(str(fp32))
-    meta = _metadata(model, graph.prior_noise, dtype, provenance or {})
+    meta = _metadata(model, graph, dtype, provenance or {})
     for key, value in meta.items():
         proto.metadata_props.add(key=key, value=value)
     onnx.save(proto, str(path))
     return path
 
 
-def _quantize(fp32: Path, folder: Path, names: list[str], prior_noise: int,
-              calibration: list[Tensor]) -> Path:
+def _quantize(fp32: Path, folder: Path, graph: TileGraph, calibration: list[Tensor]) -> Path:
     """Static QDQ quantization of ``fp32``'s convolutions (per-channel int8 weights, uint8
     activations), all but the last (the output layer), which stays float with the other ops:
     on rdsr-x4's Set5 quantizing every op cost 0.16 dB, the convolutions alone 0.10, all but
@@ -111,10 +123,14 @@ def _quantize(fp32: Path, folder: Path, names: list[str], prior_noise: int,
 
     def feeds() -> Iterator[dict]:
         g = torch.Generator().manual_seed(0)
+        k, r = graph.image_noise
         for lr in calibration:
             item = {"lr": lr.numpy()}
-            if prior_noise:
-                item["prior_noise"] = torch.randn(1, prior_noise, generator=g).numpy()
+            if graph.prior_noise:
+                item["prior_noise"] = torch.randn(1, graph.prior_noise, generator=g).numpy()
+            if k:
+                shape = (1, k, r * lr.shape[-2], r * lr.shape[-1])
+                item["noise"] = torch.randn(shape, generator=g).numpy()
             yield item
 
     class Reader(CalibrationDataReader):
@@ -127,7 +143,9 @@ def _quantize(fp32: Path, folder: Path, names: list[str], prior_noise: int,
     import onnx
 
     pre, int8 = folder / "pre.onnx", folder / "int8.onnx"
-    quant_pre_process(str(fp32), str(pre))
+    # ONNX Runtime's symbolic shape inference gives up on the latent models' attention graph
+    # ("Incomplete symbolic shape inference"); ONNX's own shape inference suffices here
+    quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
     convs = [n.name for n in onnx.load(str(pre)).graph.node if n.op_type == "Conv"]
     quantize_static(str(pre), str(int8), Reader(), quant_format=QuantFormat.QDQ,
                     per_channel=True, activation_type=QuantType.QUInt8,
@@ -158,6 +176,11 @@ class OnnxUpscaler(Upscaler):
         self.default_sampling_steps = int(meta["sampling_steps"])
         self.bytes_per_lr_pixel = float(meta["bytes_per_lr_pixel"])
         self.prior_noise = int(meta["prior_noise"])
+        self.noise_channels, self.noise_ratio = map(int, meta["image_noise"].split(","))
+        self.static_side = int(meta["static_side"])
+        if self.static_side:  # every tile exactly that side: pad smaller images up to it
+            self.minimum = max(self.minimum, self.static_side)
+            self.max_tile = self.static_side
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
         self.session = ort.InferenceSession(str(path), options,
@@ -166,18 +189,35 @@ class OnnxUpscaler(Upscaler):
     def provenance(self) -> dict:
         return json.loads(self.meta.get("provenance", "{}"))
 
+    def image_noise(self, lr: Tensor, seed: int = 0) -> Tensor | None:
+        """The image's noise [1, k, r H, r W], drawn as the PyTorch model draws it."""
+        if not self.noise_channels:
+            return None
+        g = torch.Generator().manual_seed(seed)
+        h, w, r = lr.shape[-2], lr.shape[-1], self.noise_ratio
+        return torch.randn((1, self.noise_channels, r * h, r * w), generator=g)
+
     def prepare(self, lr: Tensor, sampling_steps: int | None = None, seed: int = 0) -> TileFn:
-        """z_T for the whole image, drawn as the PyTorch model's ``prepare`` draws it."""
-        del lr, sampling_steps
+        """z_T for the whole image, drawn as the PyTorch model's ``prepare`` draws it; the
+        sampling steps are the ones the file was exported with."""
+        del lr
+        if sampling_steps not in (None, self.default_sampling_steps):
+            raise DeployError(f"{self.path} runs {self.default_sampling_steps} sampling "
+                              f"step(s), fixed at export; got {sampling_steps}")
         z_T = None
         if self.prior_noise:
             g = torch.Generator().manual_seed(seed)
             z_T = torch.randn((1, self.prior_noise), generator=g)
 
-        def run(tile: Tensor) -> Tensor:
+        def run(tile: Tensor, noise: Tensor | None = None) -> Tensor:
+            if self.static_side and tuple(tile.shape[-2:]) != (self.static_side,) * 2:
+                raise DeployError(f"{self.path} runs {self.static_side} px tiles only "
+                                  f"(--tile {self.static_side}), got {list(tile.shape[-2:])}")
             feeds = {"lr": tile.float().cpu().numpy()}
             if z_T is not None:
                 feeds["prior_noise"] = z_T.expand(tile.shape[0], -1).numpy()
+            if noise is not None:
+                feeds["noise"] = noise.float().cpu().numpy()
             out = self.session.run(["sr"], feeds)[0]
             return torch.from_numpy(out).to(tile.device)
 

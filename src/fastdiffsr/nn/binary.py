@@ -153,6 +153,14 @@ class PackedBinaryConv2d(nn.Module):
         b = unpack_bits(self.bits, n).to(self.scale.dtype) * 2 - 1
         return b.view(self.c_out, self.c_in, self.kernel, self.kernel)
 
+    def as_float_conv(self) -> nn.Conv2d:
+        """The same convolution with the kernel alpha * sign(W) in float (for graph export,
+        which has no bit shifts)."""
+        conv = nn.Conv2d(self.c_in, self.c_out, self.kernel, padding=self.kernel // 2,
+                         bias=False).to(self.scale.device)
+        conv.weight.data.copy_(self.signs() * self.scale[:, None, None, None])
+        return conv
+
     def forward(self, x: Tensor) -> Tensor:
         if self.bitwise:
             return xnor_conv2d(x, self.bits, self.scale, self.kernel)

@@ -49,6 +49,7 @@ The paper's needs ~1M GPU iterations: eps from pure noise at HR resolution. For 
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -58,7 +59,15 @@ from torch import Tensor, nn
 
 from ...diffusion.sampling import ddim_timesteps, q_sample, sample
 from ...diffusion.schedules import alphas_cumprod, linear_betas
-from ...nn.binary import BIConv, CPDown, CPUp, CSFusion, FPConv, timestep_group
+from ...nn.binary import (
+    BIConv,
+    CPDown,
+    CPUp,
+    CSFusion,
+    FPConv,
+    PackedBinaryConv2d,
+    timestep_group,
+)
 from ...nn.layers import (
     SelfAttention,
     from_tokens,
@@ -66,7 +75,7 @@ from ...nn.layers import (
     to_tokens,
 )
 from ...resize import imresize
-from ...upscaler import TileFn, Upscaler
+from ...upscaler import TileFn, TileGraph, Upscaler
 
 
 @dataclass(frozen=True)
@@ -201,6 +210,7 @@ class BIDiffSR(Upscaler):
     ``load_state_dict`` accepts either form."""
 
     method = "bidiffsr"
+    bf16_safe = True  # benchmarks/results/deploy.md: within 0.01 dB of fp32 on every set
 
     def __init__(self, cfg: BIDiffSRConfig):
         super().__init__()
@@ -267,3 +277,25 @@ class BIDiffSR(Upscaler):
         del lr, seed  # the noise comes with the tiles
         n = sampling_steps or self.default_sampling_steps
         return lambda tile, noise: self.super_resolve(tile, noise, n)
+
+    def tile_graph(self) -> TileGraph:
+        """The sampler at the default sampling steps on ``max_tile`` px LR tiles (the bicubic
+        condition inside is fixed to the tile's size) with the tile's crop of x_T; the 1-bit
+        layers run as float convolutions with +-1 kernels."""
+        graph = copy.deepcopy(self)
+        for m in graph.modules():
+            if isinstance(m, BIConv) and isinstance(m.conv, PackedBinaryConv2d):
+                m.conv = m.conv.as_float_conv()
+        return TileGraph(Sampler(graph, self.default_sampling_steps),
+                         image_noise=(3, self.scale), static_side=self.max_tile)
+
+
+class Sampler(nn.Module):
+    """One exportable evaluation: (LR [B, 3, h, w], noise [B, 3, sh, sw]) -> SR."""
+
+    def __init__(self, model: BIDiffSR, sampling_steps: int):
+        super().__init__()
+        self.model, self.sampling_steps = model, sampling_steps
+
+    def forward(self, lr: Tensor, noise: Tensor) -> Tensor:
+        return self.model.super_resolve(lr, noise, self.sampling_steps)

@@ -43,6 +43,7 @@ class EdgeSDSR(YONOS):
     """LR encoder, latent UNet and decoder; ``conditioning`` sets the UNet input and the process."""
 
     method = "edgesdsr"
+    bf16_safe = True  # benchmarks/results/deploy.md: within 0.01 dB of fp32 on every set
     cfg: EdgeSDSRConfig
 
     def concat_lr(self) -> bool:

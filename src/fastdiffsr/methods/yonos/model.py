@@ -22,14 +22,14 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ...diffusion.sampling import ddim_timesteps, q_sample, sample
 from ...diffusion.schedules import alphas_cumprod, scaled_linear_betas
 from ...nn.autoencoder import AutoencoderConfig, KLAutoencoder
 from ...nn.unet import UNet, UNetConfig
 from ...resize import imresize
-from ...upscaler import TileFn, Upscaler
+from ...upscaler import TileFn, TileGraph, Upscaler
 
 
 @dataclass(frozen=True)
@@ -145,6 +145,27 @@ class YONOS(Upscaler):
             return self.super_resolve(tile, noise, n)
 
         return run
+
+    def tile_graph(self) -> TileGraph:
+        """The sampler at the default sampling steps on 128 px LR tiles (``max_tile``; the
+        bicubic upsampling inside is fixed to the tile's size) with the tile's latent noise."""
+        s, f = self.scale, self.cfg.autoencoder.downsample_factor
+        if s % f:
+            raise NotImplementedError("export needs the image noise on a grid finer than the LR")
+        return TileGraph(Sampler(self, self.default_sampling_steps),
+                         image_noise=(self.cfg.autoencoder.latent_channels, s // f),
+                         static_side=self.max_tile)
+
+
+class Sampler(nn.Module):
+    """One exportable evaluation: (LR [B, 3, h, w], latent noise) -> SR [B, 3, sh, sw]."""
+
+    def __init__(self, model: YONOS, sampling_steps: int):
+        super().__init__()
+        self.model, self.sampling_steps = model, sampling_steps
+
+    def forward(self, lr: Tensor, noise: Tensor) -> Tensor:
+        return self.model.super_resolve(lr, noise, self.sampling_steps)
 
 
 def without_unet(model: YONOS) -> YONOS:
