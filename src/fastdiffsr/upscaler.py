@@ -97,6 +97,18 @@ class TileGraph:
     static_side: int = 0
 
 
+class FixedSteps(nn.Module):
+    """A diffusion model's per-tile evaluation for export, ``model.super_resolve(lr, noise,
+    sampling_steps)`` at fixed sampling steps: (LR [B, 3, h, w], noise) -> SR [B, 3, sh, sw]."""
+
+    def __init__(self, model: nn.Module, sampling_steps: int):
+        super().__init__()
+        self.model, self.sampling_steps = model, sampling_steps
+
+    def forward(self, lr: Tensor, noise: Tensor) -> Tensor:
+        return self.model.super_resolve(lr, noise, self.sampling_steps)
+
+
 @dataclass(frozen=True)
 class UpscaleOptions:
     outscale: float | None = None  # final scale; None: the model's own

@@ -75,7 +75,7 @@ from ...nn.layers import (
     to_tokens,
 )
 from ...resize import imresize
-from ...upscaler import TileFn, TileGraph, Upscaler
+from ...upscaler import FixedSteps, TileFn, TileGraph, Upscaler
 
 
 @dataclass(frozen=True)
@@ -286,16 +286,5 @@ class BIDiffSR(Upscaler):
         for m in graph.modules():
             if isinstance(m, BIConv) and isinstance(m.conv, PackedBinaryConv2d):
                 m.conv = m.conv.as_float_conv()
-        return TileGraph(Sampler(graph, self.default_sampling_steps),
+        return TileGraph(FixedSteps(graph, self.default_sampling_steps),
                          image_noise=(3, self.scale), static_side=self.max_tile)
-
-
-class Sampler(nn.Module):
-    """One exportable evaluation: (LR [B, 3, h, w], noise [B, 3, sh, sw]) -> SR."""
-
-    def __init__(self, model: BIDiffSR, sampling_steps: int):
-        super().__init__()
-        self.model, self.sampling_steps = model, sampling_steps
-
-    def forward(self, lr: Tensor, noise: Tensor) -> Tensor:
-        return self.model.super_resolve(lr, noise, self.sampling_steps)

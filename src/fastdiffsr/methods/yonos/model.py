@@ -22,14 +22,14 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ...diffusion.sampling import ddim_timesteps, q_sample, sample
 from ...diffusion.schedules import alphas_cumprod, scaled_linear_betas
 from ...nn.autoencoder import AutoencoderConfig, KLAutoencoder
 from ...nn.unet import UNet, UNetConfig
 from ...resize import imresize
-from ...upscaler import TileFn, TileGraph, Upscaler
+from ...upscaler import FixedSteps, TileFn, TileGraph, Upscaler
 
 
 @dataclass(frozen=True)
@@ -152,20 +152,9 @@ class YONOS(Upscaler):
         s, f = self.scale, self.cfg.autoencoder.downsample_factor
         if s % f:
             raise NotImplementedError("export needs the image noise on a grid finer than the LR")
-        return TileGraph(Sampler(self, self.default_sampling_steps),
+        return TileGraph(FixedSteps(self, self.default_sampling_steps),
                          image_noise=(self.cfg.autoencoder.latent_channels, s // f),
                          static_side=self.max_tile)
-
-
-class Sampler(nn.Module):
-    """One exportable evaluation: (LR [B, 3, h, w], latent noise) -> SR [B, 3, sh, sw]."""
-
-    def __init__(self, model: YONOS, sampling_steps: int):
-        super().__init__()
-        self.model, self.sampling_steps = model, sampling_steps
-
-    def forward(self, lr: Tensor, noise: Tensor) -> Tensor:
-        return self.model.super_resolve(lr, noise, self.sampling_steps)
 
 
 def without_unet(model: YONOS) -> YONOS:
