@@ -14,11 +14,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .tiling import auto_tile_size, pad_to_requirements, tiled_apply
+from .tiling import TileFn, auto_tile_size, pad_to_requirements, tiled_apply
 
-# (LR tile [B, 3, th, tw], its crop of the image noise [B, k, r th, r tw] when the model has
-# image noise) -> SR tile [B, 3, s th, s tw]
-TileFn = Callable[..., Tensor]
+# a model's TileFn: (LR tile [B, 3, th, tw], its crop of the image noise [B, k, r th, r tw] when
+# the model has image noise) -> SR tile [B, 3, s th, s tw]
 
 
 class Upscaler(nn.Module):

@@ -46,7 +46,7 @@ RENAMED_CONFIG_KEYS = {"steps": "sampling_steps", "train_timesteps": "timesteps"
 class Method(Protocol):
     """The inference contract of a method (an entry of ``METHODS``): its config dataclass and
     ``build(cfg)``, the model in its training form (``load_model`` calls ``fuse`` to deploy).
-    Training adds ``fastdiffsr.train.registry.Recipe``."""
+    Training adds ``fastdiffsr.train.registry.TrainingMethod``."""
 
     Config: type
 

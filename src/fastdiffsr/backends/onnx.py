@@ -160,16 +160,19 @@ class OnnxUpscaler(Upscaler):
 
     def __init__(self, path: str | Path, threads: int | None = None):
         super().__init__()
-        onnx, ort = _require()
+        _, ort = _require()
         path = Path(path)
-        try:
-            meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False)
-                    .metadata_props}
-        except Exception as e:  # onnx raises several types for broken files
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        try:  # the file is parsed once, by ONNX Runtime, which also gives its metadata
+            self.session = ort.InferenceSession(str(path), options,
+                                                providers=["CPUExecutionProvider"])
+        except Exception as e:  # ONNX Runtime raises several types for broken files
             raise DeployError(f"{path}: not a readable ONNX file ({e})") from e
+        meta = self.session.get_modelmeta().custom_metadata_map
         if meta.get("format") != FORMAT:
             raise DeployError(f"{path}: not an ONNX file written by fastdiffsr export")
-        self.path, self.meta = path, meta
+        self.path = path
         self.method, self.scale = meta["method"], int(meta["scale"])
         self.tile_overlap, self.max_tile = int(meta["tile_overlap"]), int(meta["max_tile"])
         self.multiple_of, self.minimum = int(meta["multiple_of"]), int(meta["minimum"])
@@ -181,13 +184,6 @@ class OnnxUpscaler(Upscaler):
         if self.static_side:  # every tile exactly that side: pad smaller images up to it
             self.minimum = max(self.minimum, self.static_side)
             self.max_tile = self.static_side
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
-        self.session = ort.InferenceSession(str(path), options,
-                                            providers=["CPUExecutionProvider"])
-
-    def provenance(self) -> dict:
-        return json.loads(self.meta.get("provenance", "{}"))
 
     def image_noise(self, lr: Tensor, seed: int = 0) -> Tensor | None:
         """The image's noise [1, k, r H, r W], drawn as the PyTorch model draws it."""
