@@ -164,7 +164,7 @@ def test_decoder_stage_can_train_the_unet_end_to_end() -> None:
 
 def test_autoencoder_stage_tracks_latent_std() -> None:
     torch.manual_seed(0)
-    stage = latent.AutoencoderStage(TINY.autoencoder, 1e-6, 0.5).train()
+    stage = latent.AutoencoderStage(TINY, 1e-6, 0.5).train()
     hr = torch.rand(2, 3, 32, 32)
     _, logs = stage(None, hr)
     assert set(logs) == {"rec", "kl"}

@@ -11,6 +11,10 @@ adds a small KL term towards N(0, I) (App. G). Architecture as SD's ``Autoencode
   the widest ``blocks_per_level + 1`` ResBlocks then nearest x2 + conv3x3 (not after level 0),
   GN, SiLU, conv3x3 to 3 channels.
 
+``decoder.kind = "light"`` puts ``nn.light.LightDecoder`` (compute at latent resolution,
+pixel-shuffle upsampling) in place of SD's decoder. ``KLAutoencoder(cfg, with_encoder=False)``
+is the decoder half alone (an upscaler whose LR encoder is another network).
+
 Diffusion runs on ``encode_latent(x)`` = latent * ``scaling_factor`` (diffusers'
 ``vae.config.scaling_factor``, chosen so the latents have about unit variance) and maps back
 with ``decode_latent``.
@@ -18,7 +22,7 @@ with ``decode_latent``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +37,20 @@ from .layers import (
     check_divisible,
     group_norm,
 )
+from .light import LightDecoder
+
+DECODERS = ("full", "light")
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    kind: str = "full"  # "full": SD's, at the autoencoder's widths; "light": LightDecoder
+    channels: int = 32  # light: width at latent resolution, halved by every x2 upsampling
+    blocks: int = 2  # light: residual blocks at latent resolution
+
+    def __post_init__(self) -> None:
+        if self.kind not in DECODERS:
+            raise ValueError(f"decoder kind must be one of {DECODERS}, got {self.kind!r}")
 
 
 @dataclass(frozen=True)
@@ -45,6 +63,7 @@ class AutoencoderConfig:
     attention_mid: bool = True
     groups: int = 8  # GroupNorm groups
     scaling_factor: float = 1.0
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
 
     @property
     def downsample_factor(self) -> int:
@@ -157,17 +176,30 @@ def _mid(channels: int, cfg: AutoencoderConfig) -> nn.Sequential:
 class KLAutoencoder(nn.Module):
     """Image [B, 3, H, W] in [-1, 1] <-> latent [B, C, H/f, W/f]; H, W multiples of f."""
 
-    def __init__(self, cfg: AutoencoderConfig):
+    def __init__(self, cfg: AutoencoderConfig, with_encoder: bool = True):
         super().__init__()
         self.cfg = cfg
         c = cfg.latent_channels
-        self.encoder = Encoder(cfg)
-        self.quant_conv = nn.Conv2d(2 * c, 2 * c, 1)
+        if with_encoder:
+            self.encoder = Encoder(cfg)
+            self.quant_conv = nn.Conv2d(2 * c, 2 * c, 1)
         self.post_quant_conv = nn.Conv2d(c, c, 1)
-        self.decoder = Decoder(cfg)
+        d = cfg.decoder
+        self.decoder = (Decoder(cfg) if d.kind == "full" else
+                        LightDecoder(d.channels, d.blocks, c, cfg.downsample_factor))
+
+    @property
+    def hr_channels(self) -> int:
+        """The decoder's channels per output pixel at its widest (its activation memory's
+        driver): the full decoder's last level; the light one's last pixel-shuffle, c / f."""
+        if self.cfg.decoder.kind == "full":
+            return self.cfg.base_channels * self.cfg.channel_mults[0]
+        return max(1, self.cfg.decoder.channels // self.cfg.downsample_factor)
 
     def encode(self, x: Tensor) -> DiagonalGaussian:
         """x [B, 3, H, W] -> posterior over latents [B, C, H/f, W/f]."""
+        if not hasattr(self, "encoder"):
+            raise RuntimeError("this autoencoder is a decoder alone (with_encoder=False)")
         check_divisible(x, self.cfg.downsample_factor)
         return DiagonalGaussian(self.quant_conv(self.encoder(x)))
 

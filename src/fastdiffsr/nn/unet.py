@@ -16,6 +16,9 @@ Layout as SD-1.5's ``UNet2DConditionModel``:
 * per level from the deepest ``blocks_per_level + 1`` x (ResBlock on cat(h, skip)
   [+ SpatialTransformer]) then nearest x2 + conv (not after level 0); GN, SiLU, conv_out.
 
+With ``unshuffle = u`` > 1 (not SD's; for CPU budgets) the levels run at 1/u of the input's side
+on pixel-unshuffled input, and the output is pixel-shuffled back.
+
 A SpatialTransformer is SD's: GN, 1x1 conv, ``transformer_depth`` pre-LayerNorm transformer
 blocks over the pixels (self-attention, feed-forward with GEGLU, Shazeer 2020), 1x1 conv, plus
 the input. SD's cross-attention to text has no counterpart here; ``extra_self_attention`` puts
@@ -58,10 +61,11 @@ class UNetConfig:
     time_embed_mult: int = 4
     transformer_depth: int = 1
     extra_self_attention: bool = False  # a second self-attention where SD cross-attends to text
+    unshuffle: int = 1  # u: the levels run on pixel-unshuffle(x, u), [B, in u^2, h/u, w/u]
 
     @property
     def downsample_factor(self) -> int:
-        return 2 ** (len(self.channel_mults) - 1)
+        return self.unshuffle * 2 ** (len(self.channel_mults) - 1)
 
 
 # SD-1.5's UNet shape without text: 8 heads per layer, a second self-attention in place of the
@@ -156,7 +160,8 @@ class UNet(nn.Module):
         self.time_mlp = nn.Sequential(
             nn.Linear(cfg.base_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
         )
-        self.conv_in = nn.Conv2d(cfg.in_channels, widths[0], 3, padding=1)
+        u2 = cfg.unshuffle**2
+        self.conv_in = nn.Conv2d(cfg.in_channels * u2, widths[0], 3, padding=1)
 
         c, skips = widths[0], [widths[0]]  # skips: channels of every kept activation
         self.down = nn.ModuleList()
@@ -184,12 +189,12 @@ class UNet(nn.Module):
             self.up.append(Stage(blocks, Upsample(c) if i > 0 else None))
 
         self.norm_out = group_norm(c, cfg.groups)
-        self.conv_out = nn.Conv2d(c, cfg.out_channels, 3, padding=1)
+        self.conv_out = nn.Conv2d(c, cfg.out_channels * u2, 3, padding=1)
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
         check_divisible(x, self.cfg.downsample_factor)
         emb = self.time_mlp(sinusoidal_embedding(t, self.cfg.base_channels).to(x.dtype))
-        h = self.conv_in(x)
+        h = self.conv_in(F.pixel_unshuffle(x, self.cfg.unshuffle))
         skips = [h]
         for level in self.down:
             for block in level.blocks:
@@ -204,4 +209,4 @@ class UNet(nn.Module):
                 h = block(torch.cat([h, skips.pop()], dim=1), emb)
             if level.resample is not None:
                 h = level.resample(h)
-        return self.conv_out(F.silu(self.norm_out(h)))
+        return F.pixel_shuffle(self.conv_out(F.silu(self.norm_out(h))), self.cfg.unshuffle)

@@ -11,6 +11,11 @@ the latent to the SR image. Choices where the paper is silent (each measured in 
   the image's noise is drawn once at latent resolution [1, C, rH, rW] (``image_noise``) and
   the tiler crops it with the LR. For f > s (the paper's f = 8 at x4) each tile draws its own
   seeded noise.
+* The LR encoder (``lr_encoder.kind``): ``"autoencoder"`` is the paper's, the autoencoder's own
+  encoder on bicubic_s(LR), a pass at HR resolution; ``"lr_grid"`` (the shipped x4 models,
+  after Edge-SD-SR's decoupled encodings) is ``nn.light.LRGridEncoder`` on the LR pixels, and
+  the model then holds the autoencoder's decoder half only. The x2 teacher of scale
+  distillation, a training-only model, always uses the paper's encoder.
 * Images enter the autoencoder in [-1, 1]; the latent scale (SD's 0.18215) is measured on the
   trained autoencoder (1 / std of training latents) and stored in the config.
 """
@@ -27,9 +32,23 @@ from torch import Tensor
 from ...diffusion.sampling import ddim_timesteps, q_sample, sample
 from ...diffusion.schedules import alphas_cumprod, scaled_linear_betas
 from ...nn.autoencoder import AutoencoderConfig, KLAutoencoder
+from ...nn.light import LRGridEncoder
 from ...nn.unet import UNet, UNetConfig
 from ...resize import imresize
 from ...upscaler import FixedSteps, TileFn, TileGraph, Upscaler
+
+LR_ENCODERS = ("autoencoder", "lr_grid")
+
+
+@dataclass(frozen=True)
+class LREncoderConfig:
+    kind: str = "autoencoder"  # one of LR_ENCODERS
+    channels: int = 32  # lr_grid: width on the LR grid
+    blocks: int = 2  # lr_grid: residual blocks
+
+    def __post_init__(self) -> None:
+        if self.kind not in LR_ENCODERS:
+            raise ValueError(f"lr_encoder kind must be one of {LR_ENCODERS}, got {self.kind!r}")
 
 
 @dataclass(frozen=True)
@@ -42,6 +61,7 @@ class YONOSConfig:
     beta_end: float = 0.012
     residual: bool = True  # x0_hat = z_lr + UNet(...); False: x0_hat = UNet(...)
     sampling_steps: int = 1  # default DDIM steps at inference
+    lr_encoder: LREncoderConfig = field(default_factory=LREncoderConfig)
 
 
 def image_latent(autoencoder: KLAutoencoder, image: Tensor) -> Tensor:
@@ -53,6 +73,7 @@ class YONOS(Upscaler):
     """Encoder, latent UNet and decoder; ``prepare`` returns the DDIM sampler per tile."""
 
     method = "yonos"
+    seeded = True  # the noise comes from the seed
 
     def __init__(self, cfg: YONOSConfig):
         super().__init__()
@@ -62,7 +83,11 @@ class YONOS(Upscaler):
         if unet.in_channels != (2 * c if self.concat_lr() else c) or unet.out_channels != c:
             inputs = "cat(z_t, z_lr) (2C channels)" if self.concat_lr() else "z_t (C channels)"
             raise ValueError(f"the UNet must map {inputs} to C channels")
-        self.autoencoder = KLAutoencoder(ae)
+        grid_encoder = cfg.lr_encoder.kind == "lr_grid"
+        self.autoencoder = KLAutoencoder(ae, with_encoder=not grid_encoder)
+        if grid_encoder:
+            self.lr_encoder = LRGridEncoder(cfg.lr_encoder.channels, cfg.lr_encoder.blocks,
+                                            cfg.scale, ae.downsample_factor, c)
         self.unet = UNet(unet)
         # LR sides must be multiples of this: s h divisible by f times the UNet's factor
         grid = ae.downsample_factor * unet.downsample_factor
@@ -73,7 +98,7 @@ class YONOS(Upscaler):
         # small at any image size
         self.max_tile = 128
         # float32 activations alive at once, dominated by ~6 decoder maps at full resolution
-        self.bytes_per_lr_pixel = 4.0 * 6 * ae.base_channels * ae.channel_mults[0] * cfg.scale**2
+        self.bytes_per_lr_pixel = 4.0 * 6 * self.autoencoder.hr_channels * cfg.scale**2
         abar = alphas_cumprod(scaled_linear_betas(cfg.timesteps, cfg.beta_start, cfg.beta_end))
         self.register_buffer("abar", abar.float(), persistent=False)
 
@@ -86,7 +111,10 @@ class YONOS(Upscaler):
         return (self.autoencoder.decode_latent(z) + 1) / 2
 
     def lr_latent(self, lr: Tensor) -> Tensor:
-        """z_lr = Enc(bicubic_s(LR)): LR [B, 3, h, w] -> [B, C, sh/f, sw/f]."""
+        """z_lr = Enc(bicubic_s(LR)), or Enc_lr(LR) with the LR-grid encoder: LR [B, 3, h, w]
+        -> [B, C, sh/f, sw/f]."""
+        if self.cfg.lr_encoder.kind == "lr_grid":
+            return self.lr_encoder(lr)
         return self.encode(imresize(lr, self.scale))
 
     def concat_lr(self) -> bool:

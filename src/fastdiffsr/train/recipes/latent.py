@@ -9,21 +9,31 @@ stage modules get their parts passed in (composition).
   over latents and divided by the pixel values, as SD's ``kl_weight = 1e-6``. It also tracks
   the std of its latents, from which the later stages set the latent scale. With
   ``autoencoder_from`` it starts from that file (another run's autoencoder stage), and with
-  ``iterations = 0`` it is that file: two methods then share one latent space.
+  ``iterations = 0`` it is that file: two methods then share one latent space. With
+  ``train_encoder = false`` it keeps that file's encoder (frozen; its latent space) and trains
+  a new decoder for it, e.g. the light one. A model with the LR-grid encoder
+  (``lr_encoder.kind = "lr_grid"``) has it trained here too, on the stage's x4 LR crops:
+  |Enc_lr(LR) - z_hr|^2 with z_hr the scaled posterior mean of the HR, so the UNet stages start
+  from an LR latent that already regresses the HR one.
 * z_hr = Enc_hr(HR) comes from a frozen encoder: the model's own (YONOS-SR, Edge-SD-SR's
   ``lr_encoder = "shared"``) or a frozen copy of the autoencoder stage (``hr_autoencoder``,
-  Edge-SD-SR's decoupled encodings), while the model's encoder, the LR encoder, trains with the
-  UNet in its own optimizer group (lr and warm-up of its own, then the stage's cosine decay).
+  Edge-SD-SR's decoupled encodings, and any model with the LR-grid encoder), while the model's
+  LR encoder trains with the UNet (``lr_encoder_schedule``) in its own optimizer group (lr and
+  warm-up of its own, then the stage's cosine decay) or stays frozen.
 * ``teacher_x2`` / ``direct_x4``: the model at x2 / x4; t ~ U{0..T-1}, eps ~ N(0, I),
   z_t = q(z_hr, t, eps), drifted toward z_lr when the model's process drifts (``model.drift``);
   loss |x0_hat(z_t, z_lr) - z_hr|^2, z_lr = Enc_lr(bicubic_s(LR)) with the LR made from the
   HR crop at the model's scale (as the benchmark LR files).
+* The x2 teacher encodes the LR as the paper does, Enc(bicubic_2(LR)), whatever the model's
+  LR encoder: it only supplies targets. The x4 stages take its UNet (and the LR-grid encoder
+  from the autoencoder stage).
 * ``student_x4``: initialised from the teacher; the frozen x2 teacher and the student share
   z_hr, t and eps, each on its own process (its own z_lr, of the x2 / x4 LR of the same crop);
   target = the teacher's x0_hat (scale distillation, Sec. 3.2; one round, x2 -> x4).
 * ``decoder``: encoder and UNet frozen; the decoder is fine-tuned on the student's one-step
   latents with the image loss (Sec. 3.3). ``decoder_trains_unet = true`` (not the paper's)
-  trains the UNet too, end to end through the one-step sample.
+  trains the UNet too, end to end through the one-step sample, and the LR encoder when it
+  trains in the UNet stages (``lr_encoder_schedule``).
 * ``direct_x4`` (ablation): initialised from the teacher like the student, trained on ground
   truth at x4; the pair (student, direct) differs only in the target.
 
@@ -45,8 +55,9 @@ from torch import Tensor, nn
 
 from ...data.datasets import downscale
 from ...diffusion.sampling import q_sample
-from ...methods.yonos.model import YONOS, YONOSConfig, image_latent
-from ...nn.autoencoder import AutoencoderConfig, KLAutoencoder
+from ...methods.yonos.model import YONOS, LREncoderConfig, YONOSConfig, image_latent
+from ...nn.autoencoder import KLAutoencoder
+from ...nn.light import LRGridEncoder
 from ...tiling import pad_to_requirements
 from ...upscaler import upscale_tensor
 from ..checkpoints import Weights, load_stages, substate
@@ -64,6 +75,7 @@ class LatentRecipe(Protocol):
     gradient_weight: float
     decoder_trains_unet: bool
     autoencoder_from: str | None
+    train_encoder: bool
 
     def new_model(self, cfg: YONOSConfig) -> YONOS: ...
 
@@ -83,12 +95,22 @@ def image_loss(sr: Tensor, hr: Tensor, gradient_weight: float) -> Tensor:
 
 
 class AutoencoderStage(nn.Module):
-    """HR crop -> reconstruction; ``latent_std`` is a running std of the posterior means."""
+    """HR crop -> reconstruction; ``latent_std`` is a running std of the posterior means
+    (frozen with the encoder); the model's LR-grid encoder, if it has one, regresses the HR's
+    scaled latent from the LR."""
 
-    def __init__(self, cfg: AutoencoderConfig, kl_weight: float, gradient_weight: float):
+    def __init__(self, cfg: YONOSConfig, kl_weight: float, gradient_weight: float,
+                 train_encoder: bool = True):
         super().__init__()
-        self.autoencoder = KLAutoencoder(cfg)
+        ae = cfg.autoencoder
+        self.autoencoder = KLAutoencoder(ae)
+        if cfg.lr_encoder.kind == "lr_grid":
+            self.lr_encoder = LRGridEncoder(cfg.lr_encoder.channels, cfg.lr_encoder.blocks,
+                                            cfg.scale, ae.downsample_factor, ae.latent_channels)
         self.kl_weight, self.gradient_weight = kl_weight, gradient_weight
+        self.train_encoder = train_encoder
+        for module in lr_encoder_modules(self.autoencoder):
+            module.requires_grad_(train_encoder)
         self.register_buffer("latent_std", torch.ones(()))
 
     def validation_sr(self, lr: Tensor, hr: Tensor) -> Tensor:
@@ -100,20 +122,31 @@ class AutoencoderStage(nn.Module):
         return ((rec + 1) / 2).clamp(0, 1)[..., :h, :w]
 
     def forward(self, lr: Tensor, hr: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        del lr
         x = hr * 2 - 1
         rec, posterior = self.autoencoder(x)
-        if self.training:
+        if self.training and self.train_encoder:
             with torch.no_grad():
                 self.latent_std.lerp_(posterior.mean.std(), 0.01)
         rec_loss = image_loss(rec, x, self.gradient_weight)
         kl = posterior.kl().mean() / x[0].numel()
-        return rec_loss + self.kl_weight * kl, {"rec": rec_loss, "kl": kl}
+        loss, logs = rec_loss + self.kl_weight * kl, {"rec": rec_loss, "kl": kl}
+        if hasattr(self, "lr_encoder"):
+            z_hr = posterior.mean.detach() / self.latent_std
+            logs["lr_latent"] = F.mse_loss(self.lr_encoder(lr), z_hr)
+            loss = loss + logs["lr_latent"]
+        return loss, logs
 
 
 def lr_encoder_modules(autoencoder: KLAutoencoder) -> list[nn.Module]:
     """The encoder half of an autoencoder, image -> posterior: ``encoder`` and ``quant_conv``."""
     return [autoencoder.encoder, autoencoder.quant_conv]
+
+
+def model_lr_encoder(model: YONOS) -> list[nn.Module]:
+    """The modules that make z_lr: the LR-grid encoder, or the autoencoder's encoder half."""
+    if model.cfg.lr_encoder.kind == "lr_grid":
+        return [model.lr_encoder]
+    return lr_encoder_modules(model.autoencoder)
 
 
 class UNetTraining(nn.Module):
@@ -126,11 +159,12 @@ class UNetTraining(nn.Module):
         super().__init__()
         self.model, self.hr_autoencoder = model, hr_autoencoder
         self.lr_encoder_schedule = lr_encoder_schedule
-        model.autoencoder.requires_grad_(False)
+        model.requires_grad_(False)
+        model.unet.requires_grad_(True)
         if hr_autoencoder is not None:
             hr_autoencoder.requires_grad_(False)
         if lr_encoder_schedule is not None:
-            for module in lr_encoder_modules(model.autoencoder):
+            for module in model_lr_encoder(model):
                 module.requires_grad_(True)
 
     def hr_latent(self, hr: Tensor) -> Tensor:
@@ -143,8 +177,7 @@ class UNetTraining(nn.Module):
         """The UNet at the stage's lr and warm-up; a training LR encoder at its own."""
         groups = [ParamGroup(list(self.model.unet.parameters()))]
         if self.lr_encoder_schedule is not None:
-            encoder = [p for m in lr_encoder_modules(self.model.autoencoder)
-                       for p in m.parameters()]
+            encoder = [p for m in model_lr_encoder(self.model) for p in m.parameters()]
             groups.append(ParamGroup(encoder, *self.lr_encoder_schedule))
         return groups
 
@@ -203,25 +236,29 @@ class DistillStage(UNetTraining):
 
 class DecoderStage(nn.Module):
     """``decoder``: Dec(one-step latent of the UNet) -> HR, image loss; the decoder
-    (``post_quant_conv`` and ``decoder``) trains, and the UNet with ``train_unet``."""
+    (``post_quant_conv`` and ``decoder``) trains, the UNet with ``train_unet`` and the LR
+    encoder with ``train_lr_encoder`` (end to end)."""
 
-    def __init__(self, model: YONOS, gradient_weight: float, train_unet: bool = False):
+    def __init__(self, model: YONOS, gradient_weight: float, train_unet: bool = False,
+                 train_lr_encoder: bool = False):
         super().__init__()
         self.model, self.gradient_weight = model, gradient_weight
         self.model.requires_grad_(False)
         self.model.autoencoder.decoder.requires_grad_(True)
         self.model.autoencoder.post_quant_conv.requires_grad_(True)
         self.model.unet.requires_grad_(train_unet)
-        self.train_unet = train_unet
+        for module in model_lr_encoder(model):
+            module.requires_grad_(train_lr_encoder)
+        self.train_unet, self.train_lr_encoder = train_unet, train_lr_encoder
 
     def validation_sr(self, lr: Tensor, hr: Tensor) -> Tensor:
         del hr
         return upscale_tensor(self.model, lr)
 
     def forward(self, lr: Tensor, hr: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        with torch.no_grad():
+        with torch.set_grad_enabled(self.train_lr_encoder):
             z_lr = self.model.lr_latent(lr)
-        with torch.set_grad_enabled(self.train_unet):
+        with torch.set_grad_enabled(self.train_unet or self.train_lr_encoder):
             steps = self.model.default_sampling_steps
             z0 = self.model.sample_latent(z_lr, torch.randn_like(z_lr), steps)
         return image_loss(self.model.decode(z0), hr, self.gradient_weight), {}
@@ -236,54 +273,82 @@ def latent_config(recipe: LatentRecipe, autoencoder: Weights) -> YONOSConfig:
 
 def _model(recipe: LatentRecipe, weights: Mapping[str, Weights], scale: int,
            init: str | None) -> YONOS:
-    """The recipe's model at ``scale``: the autoencoder stage's autoencoder, or everything from
-    the ``init`` stage's model."""
-    model = recipe.new_model(replace(latent_config(recipe, weights["autoencoder"]), scale=scale))
-    if init is None:
-        model.autoencoder.load_state_dict(substate(weights["autoencoder"], "autoencoder."))
-    else:
-        model.load_state_dict(substate(weights[init], "model."))
+    """The recipe's model at ``scale`` (below the recipe's: the x2 teacher, with the paper's LR
+    encoder): the autoencoder stage's parts (autoencoder, LR-grid encoder), overridden by the
+    ``init`` stage's model where it has the same parts; without ``init`` the UNet is new."""
+    cfg = replace(latent_config(recipe, weights["autoencoder"]), scale=scale)
+    if scale != recipe.model.scale:
+        cfg = replace(cfg, lr_encoder=LREncoderConfig())
+    model = recipe.new_model(cfg)
+    state = dict(weights["autoencoder"])
+    if init is not None:
+        state.update(substate(weights[init], "model."))
+    own = model.state_dict()
+    missing, _ = model.load_state_dict({k: v for k, v in state.items() if k in own},
+                                       strict=False)
+    unfilled = [k for k in missing if init is not None or not k.startswith("unet.")]
+    if unfilled:
+        raise ValueError(f"no weights for {unfilled[:3]} ({len(unfilled)} tensors)")
     return model
 
 
-def _encoders(recipe: LatentRecipe, weights: Mapping[str, Weights]
+def _encoders(recipe: LatentRecipe, weights: Mapping[str, Weights], model: YONOS
               ) -> tuple[KLAutoencoder | None, Schedule | None]:
-    """(frozen HR autoencoder or None, LR encoder schedule or None) for a UNet stage."""
+    """(frozen HR autoencoder or None, LR encoder schedule or None) for a UNet stage on
+    ``model``: z_hr needs a copy of the autoencoder when the LR encoder trains or is not the
+    autoencoder's."""
     schedule = recipe.lr_encoder_schedule()
-    if schedule is None:
+    if schedule is None and model.cfg.lr_encoder.kind == "autoencoder":
         return None, None
     hr_autoencoder = KLAutoencoder(latent_config(recipe, weights["autoencoder"]).autoencoder)
     hr_autoencoder.load_state_dict(substate(weights["autoencoder"], "autoencoder."))
     return hr_autoencoder, schedule
 
 
+ENCODER_KEYS = ("autoencoder.encoder.", "autoencoder.quant_conv.", "latent_std")
+
+
 def autoencoder_stage(recipe: LatentRecipe, weights: Mapping[str, Weights]) -> AutoencoderStage:
+    """From scratch, from ``autoencoder_from``, or (``train_encoder = false``) with that file's
+    encoder and latent scale and a new decoder."""
     del weights
-    module = AutoencoderStage(recipe.model.autoencoder, recipe.kl_weight, recipe.gradient_weight)
-    if recipe.autoencoder_from is not None:
-        module.load_state_dict(load_file(recipe.autoencoder_from))
+    module = AutoencoderStage(recipe.model, recipe.kl_weight, recipe.gradient_weight,
+                              recipe.train_encoder)
+    if recipe.autoencoder_from is None:
+        return module
+    state = load_file(recipe.autoencoder_from)
+    if recipe.train_encoder:
+        module.load_state_dict(state)
+        return module
+    missing, _ = module.load_state_dict(
+        {k: v for k, v in state.items() if k.startswith(ENCODER_KEYS)}, strict=False)
+    if any(k.startswith(ENCODER_KEYS) for k in missing):
+        raise ValueError(f"{recipe.autoencoder_from} lacks encoder weights: "
+                         f"{[k for k in missing if k.startswith(ENCODER_KEYS)][:3]}")
     return module
 
 
 def teacher_stage(recipe: LatentRecipe, weights: Mapping[str, Weights]) -> DenoiserStage:
     model = _model(recipe, weights, recipe.model.scale // 2, None)
-    return DenoiserStage(model, *_encoders(recipe, weights))
+    return DenoiserStage(model, *_encoders(recipe, weights, model))
 
 
 def student_stage(recipe: LatentRecipe, weights: Mapping[str, Weights]) -> DistillStage:
     model = _model(recipe, weights, recipe.model.scale, "teacher_x2")
     teacher = _model(recipe, weights, recipe.model.scale // 2, "teacher_x2")
-    return DistillStage(model, teacher, *_encoders(recipe, weights))
+    return DistillStage(model, teacher, *_encoders(recipe, weights, model))
 
 
 def direct_stage(recipe: LatentRecipe, weights: Mapping[str, Weights]) -> DenoiserStage:
     model = _model(recipe, weights, recipe.model.scale, "teacher_x2")
-    return DenoiserStage(model, *_encoders(recipe, weights))
+    return DenoiserStage(model, *_encoders(recipe, weights, model))
 
 
 def decoder_stage(recipe: LatentRecipe, weights: Mapping[str, Weights]) -> DecoderStage:
     model = _model(recipe, weights, recipe.model.scale, "student_x4")
-    return DecoderStage(model, recipe.gradient_weight, recipe.decoder_trains_unet)
+    end_to_end = recipe.decoder_trains_unet
+    return DecoderStage(model, recipe.gradient_weight, end_to_end,
+                        end_to_end and recipe.lr_encoder_schedule() is not None)
 
 
 def stage_model(recipe: LatentRecipe, weights: Mapping[str, Weights], stage: str) -> YONOS:

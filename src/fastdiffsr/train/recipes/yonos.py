@@ -25,11 +25,15 @@ class YONOSRecipe:
     decoder_trains_unet: bool = False  # the decoder stage also trains the UNet (not the paper's)
     # an autoencoder stage's weights file to start from (with [autoencoder] iterations = 0: as is)
     autoencoder_from: str | None = field(default=None, metadata=PATH)
+    # false: the autoencoder stage keeps autoencoder_from's encoder (frozen) and trains a decoder
+    train_encoder: bool = True
 
     def __post_init__(self) -> None:
         if self.autoencoder.iterations == 0 and self.autoencoder_from is None:
             raise ValueError("[autoencoder] iterations = 0 needs autoencoder_from (the file to "
                              "use)")
+        if not self.train_encoder and self.autoencoder_from is None:
+            raise ValueError("train_encoder = false needs autoencoder_from (the encoder to keep)")
 
     def new_model(self, cfg: YONOSConfig) -> YONOS:
         return YONOS(cfg)
