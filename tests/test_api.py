@@ -10,7 +10,7 @@ import fastdiffsr
 from fastdiffsr import Picture, available_models, load_model, read_image, upscale, write_image
 from fastdiffsr.imageio import picture_to_tensor
 from fastdiffsr.resize import imresize
-from fastdiffsr.upscaler import Upscaler
+from fastdiffsr.upscaler import Cancelled, OptionError, Upscaler
 
 H, W = 30, 23
 
@@ -26,7 +26,12 @@ def rgb() -> np.ndarray:
 
 
 def test_top_level_names():
+    """The public API the README documents."""
     assert fastdiffsr.__version__ == "0.1.0"
+    assert set(fastdiffsr.__all__) == {
+        "Cancelled", "DEFAULT_MODEL", "ImageReadError", "ModelFileError", "OptionError",
+        "Picture", "UpscaleOptions", "__version__", "available_models", "load_model",
+        "read_image", "upscale", "write_image"}
     assert fastdiffsr.load_model is load_model and fastdiffsr.upscale is upscale
     assert {"bicubic-x2", "bicubic-x3", "bicubic-x4"} <= set(available_models())
     for name in fastdiffsr.__all__:
@@ -108,20 +113,59 @@ def test_outscale(bicubic, rgb):
 def test_tiled_equals_untiled(bicubic, rgb):
     # Bicubic's kernel reaches 2 LR px each side of an output pixel. Tiling gives the outermost
     # guard = overlap // 4 LR px of each shared tile side (near-)zero weight, so the result is
-    # exact when overlap // 4 >= 2, i.e. overlap >= 8. A tile of 8 cannot be exact: the overlap
-    # is clamped to tile - 1 = 7 (guard 1; error ~1e-4), so tiles of 12 with overlap 8.
+    # exact when overlap // 4 >= 2, i.e. overlap >= 8; tiles are at least twice the overlap,
+    # so tiles of 16 with overlap 8.
     full = upscale(rgb, bicubic)
-    tiled = upscale(rgb, bicubic, tile=12, tile_overlap=8, batch_tiles=3)
+    tiled = upscale(rgb, bicubic, tile=16, tile_overlap=8, batch_tiles=3)
     np.testing.assert_allclose(tiled, full, atol=1e-5)
 
 
 def test_tiled_default_overlap_equals_untiled(bicubic, rgb):
-    np.testing.assert_allclose(upscale(rgb, bicubic, tile=12), upscale(rgb, bicubic), atol=1e-5)
+    np.testing.assert_allclose(upscale(rgb, bicubic, tile=16), upscale(rgb, bicubic), atol=1e-5)
 
 
-def test_unknown_option(bicubic, rgb):
-    with pytest.raises(TypeError):
-        upscale(rgb, bicubic, tile_size=8)
+def test_unknown_option_names_the_valid_ones(bicubic, rgb):
+    with pytest.raises(OptionError, match=r"unknown option 'scale' \(did you mean 'outscale'\?\)"
+                                          r"; options: outscale, tile, .*dtype"):
+        upscale(rgb, bicubic, scale=2)
+
+
+@pytest.mark.parametrize("option", [
+    {"outscale": 0}, {"outscale": float("nan")}, {"outscale": 1e9}, {"tile": -1},
+    {"tile": 2.5}, {"tile_overlap": -1}, {"batch_tiles": 0}, {"sampling_steps": 0},
+    {"seed": -1}, {"seed": 2**63}, {"memory_budget": 0}, {"dtype": "fp16"}, {"tile": True}])
+def test_out_of_range_options_are_refused_by_name(bicubic, rgb, option):
+    (name, value), = option.items()
+    with pytest.raises(OptionError, match=f"option {name} must be"):
+        upscale(rgb, bicubic, **option)
+
+
+def test_a_plan_of_too_many_tiles_names_the_smallest_tile_that_works(bicubic):
+    """A 5000 x 5000 LR image in 8 px tiles with overlap 4 would be 1,558,009 tiles."""
+    import torch
+
+    from fastdiffsr.upscaler import MAX_TILES, check_plan, tile_count
+
+    with pytest.raises(OptionError, match="use a tile of at least 83") as err:
+        check_plan(5000, 5000, 8, 4)
+    assert "1,560,001 tiles" in str(err.value)
+    assert tile_count(5000, 5000, 83, 4) <= MAX_TILES < tile_count(5000, 5000, 82, 4)
+    with pytest.raises(OptionError, match="overlaps more than it advances"):
+        upscale(torch.rand(1, 3, 40, 40)[0].permute(1, 2, 0).numpy(), bicubic, tile=10,
+                tile_overlap=8)
+
+
+def test_progress_reports_every_tile_and_can_cancel(bicubic, rgb):
+    seen = []
+    upscale(rgb, bicubic, tile=8, tile_overlap=4, batch_tiles=1,
+            progress=lambda done, total: seen.append((done, total)))
+    total = seen[-1][1]
+    assert total > 1 and seen == [(i, total) for i in range(1, total + 1)]
+    calls = []
+    with pytest.raises(Cancelled, match=f"after 2 of {total} tiles"):
+        upscale(rgb, bicubic, tile=8, tile_overlap=4, batch_tiles=1,
+                progress=lambda done, total: calls.append(done) or done < 2)
+    assert calls == [1, 2]
 
 
 def test_seed_and_sampling_steps_accepted(bicubic, rgb):

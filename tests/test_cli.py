@@ -96,7 +96,7 @@ def test_upscale_ext_and_empty_suffix(mixed_dir, tmp_path, capsys):
 def test_upscale_with_tiles(mixed_dir, tmp_path, capsys):
     out = tmp_path / "out"
     code, _, _ = _run(capsys, "upscale", "-i", mixed_dir / "rgba.png", "-o", out,
-                      "-n", "bicubic-x2", "--tile", "6", "--tile-overlap", "4", "--threads", "1")
+                      "-n", "bicubic-x2", "--tile", "8", "--tile-overlap", "4", "--threads", "1")
     assert code == 0
     assert read_image(out / "rgba_out.png").alpha.shape == (2 * H, 2 * W)
 
@@ -105,8 +105,8 @@ def test_upscale_missing_input_is_a_clean_error(tmp_path, capsys):
     missing = tmp_path / "nope.png"
     code, _, err = _run(capsys, "upscale", "-i", missing, "-o", tmp_path / "out", "-n", "bicubic")
     assert code == 2
-    assert err.startswith("fastdiffsr: error:") and str(missing) in err
-    assert "Traceback" not in err
+    assert err.startswith("fastdiffsr upscale: error: argument -i/--input: not found")
+    assert str(missing) in err and "Traceback" not in err
 
 
 def test_upscale_unknown_model_is_a_clean_error(mixed_dir, tmp_path, capsys):
@@ -167,9 +167,9 @@ def test_eval_missing_set_is_a_clean_error(tmp_path, capsys):
     assert code == 2 and "Nope" in err and "Traceback" not in err
 
 
-def test_eval_scale_mismatch(tmp_path):
-    with pytest.raises(SystemExit, match="x2, not x4"):
-        main(["eval", "-n", "bicubic-x2", "--data", str(tmp_path), "--sets", "Tiny"])
+def test_eval_scale_mismatch(tmp_path, capsys):
+    code, _, err = _run(capsys, "eval", "-n", "bicubic-x2", "--data", tmp_path, "--sets", "Tiny")
+    assert code == 2 and "x2, not x4" in err
 
 
 # ----------------------------------------------------------------------------- models, bench
@@ -221,3 +221,89 @@ def test_sampling_steps_flag_and_its_old_spelling(command: str) -> None:
         args = build_parser().parse_args([command, *extra, flag, "3"])
         assert args.sampling_steps == 3 and args.dtype == "fp32"
     assert build_parser().parse_args([command, *extra, "--dtype", "bf16"]).dtype == "bf16"
+
+
+# ----------------------------------------------------------------------------- bad arguments
+
+
+def _bad_argument_cases(tmp: Path, image: Path, config: Path) -> list[list[str]]:
+    """Zero, negative, huge, NaN and non-numeric values for each flag; missing, wrong-kind
+    and unwritable paths; an unknown model; bad ``--set`` values; an empty folder."""
+    empty = tmp / "empty"
+    empty.mkdir(exist_ok=True)
+    blocker = tmp / "a_file"
+    blocker.write_text("x")
+    up = ["upscale", "-i", str(image), "-o", str(tmp / "out"), "-n", "bicubic"]
+    cases = [up[:-2] + ["-n", "no-such-model"],
+             ["upscale", "-i", str(tmp / "missing.png"), "-o", str(tmp / "out")],
+             ["upscale", "-i", str(empty), "-o", str(tmp / "out"), "-n", "bicubic"],
+             ["upscale", "-i", str(image), "-o", str(blocker), "-n", "bicubic"],
+             ["upscale", "-i", str(image), "-o", str(blocker / "sub"), "-n", "bicubic"],
+             up + ["--tile", "8", "--tile-overlap", "5"],
+             up + ["--tile", "10"],  # bicubic's own overlap of 8 needs 16
+             ["eval", "-n", "bicubic", "--data", str(tmp / "missing")],
+             ["eval", "-n", "bicubic", "--scale", "5"],
+             ["export", "-n", "bicubic", "-o", str(tmp / "model.txt")],
+             ["train", str(tmp / "missing.toml")]]
+    numbers = {"-s": ["0", "-1", "17", "1e9", "nan", "inf", "x"],
+               "--tile": ["-1", "1e9", "99999", "x", "nan"],
+               "--tile-overlap": ["-1", "x", "99999"],
+               "--sampling-steps": ["0", "-1", "1001", "x", "nan"], "--steps": ["0"],
+               "--seed": ["-1", "x", str(2**64), "1.5"],
+               "--threads": ["0", "-1", "x", "100000"]}
+    for flag, values in numbers.items():
+        cases += [up + [flag, v] for v in values]
+    cases += [["bench", "-n", "bicubic", flag, v]
+              for flag, values in {"--sizes": ["0", "-5", "x", "", "128,0", "99999"],
+                                   "--repeats": ["0", "-1", "x"],
+                                   "--threads": ["0", "-1"]}.items() for v in values]
+    cases += [["export", "-n", "bicubic", "-o", str(tmp / "m.onnx"), "--tile", v]
+              for v in ("0", "-1", "x", "100000")]
+    cases += [["train", str(config), "--out", str(tmp / "run"), "--set", s]
+              for s in ("prior.batch_size=0", "prior.checkpoint_every=0", "prior.iterations=-5",
+                        "prior.lr=nan", "prior.lr=-1", "prior.iterations=abc",
+                        "prior.ema_decay=1.5", "model.no_such_key=1", "nosuchtable.x=1",
+                        "novalue")]
+    cases += [["train", str(config), "--stop-at", v] for v in ("0", "-1", "x")]
+    return cases
+
+
+def test_every_bad_argument_is_one_error_line_exit_2_and_writes_nothing(
+        tmp_path, mixed_dir, train_folder, capsys):
+    from .conftest import tiny_rdsr_toml
+
+    config = tmp_path / "tiny.toml"
+    config.write_text(tiny_rdsr_toml(train_folder))
+    cases = _bad_argument_cases(tmp_path, mixed_dir / "rgba.png", config)
+    before = sorted(tmp_path.rglob("*"))
+    for argv in cases:
+        with pytest.raises(SystemExit) as exit_:
+            raise SystemExit(main(argv))
+        err = capsys.readouterr().err
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert exit_.value.code == 2, (argv, err)
+        assert len(lines) == 1 and "error: " in lines[0], (argv, err)
+        assert "Traceback" not in err
+    assert sorted(tmp_path.rglob("*")) == before  # nothing written, no folder made
+
+
+def test_ignored_flags_get_one_warning(mixed_dir, tmp_path, capsys):
+    code, _, err = _run(capsys, "upscale", "-i", mixed_dir / "rgba.png", "-o", tmp_path,
+                        "-n", "bicubic", "--steps", "4", "--seed", "3")
+    assert code == 0
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 2
+    assert "--sampling-steps is ignored" in warnings[0] and "--seed is ignored" in warnings[1]
+    code, _, err = _run(capsys, "upscale", "-i", mixed_dir / "rgba.png", "-o", tmp_path,
+                        "-n", "bicubic", "--suffix", "again")
+    assert code == 0 and "warning" not in err
+
+
+def test_upscale_help_lists_the_models_and_every_default(capsys):
+    with pytest.raises(SystemExit):
+        main(["upscale", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "rdsr-x4 (default)" in text and "bicubic = bicubic-x4" in text
+    for flag in ("--tile", "--tile-overlap", "--seed", "--ext", "--suffix", "--threads"):
+        assert flag in text
+    assert "(default: results)" in text and "(default: auto)" in text

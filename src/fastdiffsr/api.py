@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,7 @@ from PIL import Image
 
 from .imageio import Picture, picture_to_tensor, read_image, tensor_to_pixels
 from .resize import imresize
-from .upscaler import DEFAULTS, UpscaleOptions, Upscaler, model_device, upscale_tensor
+from .upscaler import DEFAULTS, Progress, UpscaleOptions, Upscaler, model_device, upscale_tensor
 from .zoo import DEFAULT_MODEL, load_model
 
 ImageLike = Picture | np.ndarray | Image.Image | str | os.PathLike
@@ -20,7 +19,7 @@ ImageLike = Picture | np.ndarray | Image.Image | str | os.PathLike
 
 def upscale_picture(
     model: Upscaler, pic: Picture, opts: UpscaleOptions = DEFAULTS,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> Picture:
     """Upscale colour with the model and alpha with bicubic; gray stays gray, depth is kept."""
     device = model_device(model)
@@ -44,23 +43,27 @@ def upscale_picture(
 
 def upscale(
     image: ImageLike, model: str | Upscaler = DEFAULT_MODEL, *, device: str = "cpu",
-    **options,
+    progress: Progress | None = None, **options,
 ) -> Picture | np.ndarray | Image.Image:
     """Upscale one image; returns the same kind it was given (a path gives a ``Picture``).
 
     ``options`` are the fields of ``UpscaleOptions`` (outscale, tile, tile_overlap, batch_tiles,
-    sampling_steps, seed, memory_budget). Arrays are H x W (x C) uint8, uint16 or float in [0, 1].
+    sampling_steps, seed, memory_budget, dtype); an unknown or out-of-range one raises
+    ``OptionError`` naming the valid ones. ``progress(done_tiles, total_tiles)`` is called
+    after each batch of tiles; returning False stops the upscale with ``Cancelled``. Arrays are
+    H x W (x C) uint8, uint16 or float in [0, 1].
     """
+    opts = UpscaleOptions.of(**options)
     net = load_model(model, device) if isinstance(model, str) else model
-    opts = UpscaleOptions(**options)
     if isinstance(image, Picture):
-        return upscale_picture(net, image, opts)
+        return upscale_picture(net, image, opts, progress)
     if isinstance(image, Image.Image):
-        return _to_pil(upscale_picture(net, _from_array(np.asarray(image)), opts), image.mode)
+        out = upscale_picture(net, _from_array(np.asarray(image)), opts, progress)
+        return _to_pil(out, image.mode)
     if isinstance(image, np.ndarray):
-        out = upscale_picture(net, _from_array(image), opts)
+        out = upscale_picture(net, _from_array(image), opts, progress)
         return _to_array(out, image.dtype, image.ndim)
-    return upscale_picture(net, read_image(Path(image)), opts)
+    return upscale_picture(net, read_image(Path(image)), opts, progress)
 
 
 def _from_array(arr: np.ndarray) -> Picture:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -11,72 +14,169 @@ import torch
 from .backends.onnx import DeployError
 from .config import ConfigError
 from .imageio import ImageReadError
-from .zoo import DEFAULT_MODEL, ModelFileError
+from .upscaler import OptionError
+from .zoo import ALIASES, DEFAULT_MODEL, ModelFileError, available_models
 
 # Errors that are the user's input, not a bug: one line on stderr, exit status 2, no traceback.
-USER_ERRORS = (ModelFileError, ImageReadError, ConfigError, FileNotFoundError, DeployError)
+USER_ERRORS = (ModelFileError, ImageReadError, ConfigError, FileNotFoundError, DeployError,
+               OptionError)
 
 DEFAULT_BENCH_DATA = Path("../shared/data/bench")
+MAX_SIDE = 16384  # LR pixels: a tile or benchmark side beyond this is a typo, not a plan
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed's range
+
+
+class UsageError(Exception):
+    """A bad argument found after parsing (a path, two flags together): exit status 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line, ``PROG: error: MESSAGE``, with exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+class Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Every flag's help ends with its default, except where there is none to show."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in (action.help or ""):
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
+def integer(lo: int, hi: int, zero: bool = False) -> Callable[[str], int]:
+    """An argparse type: an integer in [lo, hi], or 0 as well when ``zero``."""
+    allowed = f"0 or {lo}..{hi}" if zero else f"{lo}..{hi}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected an integer {allowed}, got {text!r}") from None
+        if not (lo <= value <= hi or (zero and value == 0)):
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {value}")
+        return value
+
+    return parse
+
+
+def scale_factor(text: str) -> float:
+    """An argparse type: a finite output scale in (0, 16]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 16], got {text!r}") from None
+    if not (math.isfinite(value) and 0 < value <= 16):
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 16], got {text}")
+    return value
+
+
+def sides(text: str) -> list[int]:
+    """An argparse type: comma-separated LR sides, each 16..4096."""
+    parse = integer(16, 4096)
+    values = [parse(part.strip()) for part in text.split(",") if part.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError("expected LR sides such as 128,512")
+    return values
+
+
+def _models_help() -> str:
+    names = [f"{n} (default)" if n == DEFAULT_MODEL else n for n in available_models()]
+    aliases = ", ".join(f"{a} = {n}" for a, n in ALIASES.items())
+    return (f"a shipped model: {', '.join(names)} (aliases: {aliases}; `fastdiffsr models` "
+            "compares them), or a .safetensors / .onnx file")
+
+
+def _add_model(p) -> None:
+    p.add_argument("-n", "--model", default=DEFAULT_MODEL, help=_models_help())
 
 
 def _add_sampling_steps(p) -> None:
-    p.add_argument("--sampling-steps", "--steps", type=int, dest="sampling_steps",
-                   help="diffusion sampling steps (default: the model's)")
+    p.add_argument("--sampling-steps", "--steps", type=integer(1, 1000), dest="sampling_steps",
+                   help="diffusion sampling steps (default: the model's; ignored, with a "
+                        "warning, by models that do not sample)")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"],
                    help="bf16: convolutions and matmuls in bfloat16 (PyTorch models)")
 
 
+def _add_seed(p) -> None:
+    p.add_argument("--seed", type=integer(0, MAX_SEED),
+                   help="noise seed of the diffusion models: another seed, other detail "
+                        "(default: 0)")
+
+
+def _add_threads(p, default: int | None = None) -> None:
+    p.add_argument("--threads", type=integer(1, 1024), default=default,
+                   help="CPU threads for torch" + ("" if default else " (default: torch's)"))
+
+
 def _add_upscale(sub) -> None:
-    p = sub.add_parser("upscale", help="upscale an image or a folder of images")
+    p = sub.add_parser("upscale", help="upscale an image or a folder of images",
+                       formatter_class=Help)
     p.add_argument("-i", "--input", required=True, type=Path, help="image file or folder")
     p.add_argument("-o", "--output", type=Path, default=Path("results"), help="output folder")
-    p.add_argument("-n", "--model", default=DEFAULT_MODEL, help="model name or .safetensors")
-    p.add_argument("-s", "--outscale", type=float, help="final scale (default: the model's)")
-    p.add_argument("--tile", type=int,
-                   help="LR tile side, 0 for the whole image (default: from a memory budget)")
-    p.add_argument("--tile-overlap", type=int, help="LR overlap (default: the model's)")
+    _add_model(p)
+    p.add_argument("-s", "--outscale", type=scale_factor,
+                   help="final scale, (0, 16] (default: the model's); other than the model's, "
+                        "its output is resized with bicubic")
+    p.add_argument("--tile", type=integer(1, MAX_SIDE, zero=True),
+                   help="LR tile side, 0 for the whole image (default: the fastest that fits "
+                        "a 2 GiB activation budget, capped by the model)")
+    p.add_argument("--tile-overlap", type=integer(0, MAX_SIDE // 2),
+                   help="LR overlap of neighbouring tiles, at most half the tile (default: "
+                        "the model's)")
     _add_sampling_steps(p)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--threads", type=int, help="CPU threads for torch")
-    p.add_argument("--ext", default="auto", choices=["auto", "png", "jpg", "webp"])
+    _add_seed(p)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to run")
+    _add_threads(p)
+    p.add_argument("--ext", default="auto", choices=["auto", "png", "jpg", "webp"],
+                   help="output format; auto keeps the input's (16-bit goes to PNG)")
     p.add_argument("--suffix", default="out", help="output name suffix ('' for none)")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress bars (they are off anyway when stderr is not a terminal)")
 
 
 def _add_eval(sub) -> None:
-    p = sub.add_parser("eval", help="PSNR/SSIM-Y on benchmark sets (the literature's protocol)")
-    p.add_argument("-n", "--model", default=DEFAULT_MODEL)
-    p.add_argument("--data", type=Path, default=DEFAULT_BENCH_DATA)
-    p.add_argument("--sets", default="Set5,Set14,B100")
-    p.add_argument("--scale", type=int, default=4)
+    p = sub.add_parser("eval", help="PSNR/SSIM-Y on benchmark sets (the literature's protocol)",
+                       formatter_class=Help)
+    _add_model(p)
+    p.add_argument("--data", type=Path, default=DEFAULT_BENCH_DATA,
+                   help="folder of benchmark sets (<set>/HR, <set>/LR_bicubic/X<scale>)")
+    p.add_argument("--sets", default="Set5,Set14,B100", help="comma-separated set names")
+    p.add_argument("--scale", type=int, default=4, choices=[2, 3, 4], help="the model's scale")
     p.add_argument("--report", type=Path, help="folder for report.md, results.json, crops")
     _add_sampling_steps(p)
-    p.add_argument("--seed", type=int, default=0)
+    _add_seed(p)
     p.add_argument("--unfused", action="store_true", help="evaluate the training form")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--threads", type=int)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to run")
+    _add_threads(p)
 
 
 def _add_bench(sub) -> None:
-    p = sub.add_parser("bench", help="latency, peak memory, params and FLOPs")
+    p = sub.add_parser("bench", help="latency, peak memory, params and FLOPs",
+                       formatter_class=Help)
     p.add_argument("-n", "--model", default=DEFAULT_MODEL,
                    help="shipped name, weights file, or a training config .toml (random weights)")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--sizes", default="128,512", help="LR sides to time")
+    _add_threads(p, default=2)
+    p.add_argument("--repeats", type=integer(1, 1000), default=5, help="timed runs per size")
+    p.add_argument("--sizes", type=sides, default="128,512", help="LR sides to time")
     _add_sampling_steps(p)
-    p.add_argument("--unfused", action="store_true")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--unfused", action="store_true", help="time the training form")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to run")
 
 
 def _add_train(sub) -> None:
-    p = sub.add_parser("train", help="train a method's stages from a TOML config")
-    p.add_argument("config", type=Path)
+    p = sub.add_parser("train", help="train a method's stages from a TOML config",
+                       formatter_class=Help)
+    p.add_argument("config", type=Path, help="a training config, e.g. configs/rdsr/x4.toml")
     p.add_argument("--stage", help="run only this stage (default: every unfinished stage)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/<stage>/last.ckpt")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--out", type=Path, help="output folder (default runs/<config name>)")
-    p.add_argument("--stop-at", type=int, metavar="ITERATION",
+    p.add_argument("--stop-at", type=integer(1, 10**9), metavar="ITERATION",
                    help="stop after this training iteration (resume later)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set model.conditioning=concat "
@@ -85,15 +185,17 @@ def _add_train(sub) -> None:
 
 
 def _add_export(sub) -> None:
-    p = sub.add_parser("export", help="export a model to ONNX (fp32 or int8) for deployment")
-    p.add_argument("-n", "--model", default=DEFAULT_MODEL, help="model name or .safetensors")
+    p = sub.add_parser("export", help="export a model to ONNX (fp32 or int8) for deployment",
+                       formatter_class=Help)
+    _add_model(p)
     p.add_argument("-o", "--output", type=Path, required=True, help="the .onnx file to write")
-    p.add_argument("--tile", type=int, default=128,
+    p.add_argument("--tile", type=integer(16, 2048), default=128,
                    help="LR side the graph is traced and calibrated at (any size runs)")
-    p.add_argument("--dtype", default="fp32", choices=["fp32", "int8"])
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "int8"],
+                   help="int8: ONNX Runtime's static quantization of the convolutions")
     p.add_argument("--calibration", type=Path, default=Path("../shared/data/train"),
                    help="training images for int8 calibration (never a benchmark set)")
-    p.add_argument("--threads", type=int)
+    _add_threads(p)
 
 
 def cmd_upscale(args) -> int:
@@ -148,7 +250,7 @@ def _threads(n: int | None) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fastdiffsr", description=__doc__)
+    parser = Parser(prog="fastdiffsr", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_upscale(sub)
     _add_eval(sub)
@@ -163,16 +265,52 @@ HANDLERS = {"upscale": cmd_upscale, "eval": cmd_eval, "train": cmd_train, "bench
             "export": cmd_export, "models": cmd_models}
 
 
+def check_paths(args) -> None:
+    """The checks argparse cannot make alone, before any model is loaded or file written."""
+    if args.command == "upscale":
+        if not args.input.exists():
+            raise UsageError(f"argument -i/--input: not found: {args.input}")
+        _check_writable_folder(args.output, "-o/--output")
+        if args.tile and args.tile_overlap is not None and 2 * args.tile_overlap > args.tile:
+            raise UsageError(f"argument --tile-overlap: must be at most half the tile "
+                             f"({args.tile}), got {args.tile_overlap}")
+    elif args.command == "eval" and not args.data.is_dir():
+        raise UsageError(f"argument --data: not a folder: {args.data}")
+    elif args.command == "train" and not args.config.is_file():
+        raise UsageError(f"argument config: not a file: {args.config}")
+    elif args.command == "export":
+        if args.output.suffix.lower() != ".onnx":
+            raise UsageError(f"argument -o/--output: must end in .onnx, got {args.output}")
+        _check_writable_folder(args.output.parent, "-o/--output")
+        if args.dtype == "int8" and not args.calibration.is_dir():
+            raise UsageError(f"argument --calibration: not a folder: {args.calibration}")
+
+
+def _check_writable_folder(folder: Path, flag: str) -> None:
+    """``folder`` is a folder, or can be made: its nearest existing ancestor is a writable
+    folder."""
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"argument {flag}: not a folder: {folder}")
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"argument {flag}: cannot write in {existing}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    prog = f"fastdiffsr {args.command}"
     if getattr(args, "device", "cpu").startswith("cuda") and not torch.cuda.is_available():
-        print("fastdiffsr: error: --device cuda asked for, but torch sees no CUDA device",
+        print(f"{prog}: error: --device cuda asked for, but torch sees no CUDA device",
               file=sys.stderr)
         return 2
     try:
+        check_paths(args)
         return HANDLERS[args.command](args)
-    except USER_ERRORS as e:
-        print(f"fastdiffsr: error: {e}", file=sys.stderr)
+    except (UsageError, *USER_ERRORS) as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
 
 

@@ -10,8 +10,9 @@ from tqdm import tqdm
 
 from .api import upscale_picture
 from .bench import bench_model, bench_table, fresh_process_peak_mb, matmul_gflops, time_upscale
-from .imageio import Picture, is_image_file, read_image, write_image
-from .upscaler import UpscaleOptions
+from .cli import UsageError
+from .imageio import SUPPORTED_SUFFIXES, Picture, is_image_file, read_image, write_image
+from .upscaler import UpscaleOptions, Upscaler
 from .zoo import available_models, load_model, model_provenance, resolve
 
 
@@ -19,14 +20,37 @@ def _options(args) -> UpscaleOptions:
     return UpscaleOptions(
         outscale=getattr(args, "outscale", None), tile=getattr(args, "tile", None),
         tile_overlap=getattr(args, "tile_overlap", None), sampling_steps=args.sampling_steps,
-        seed=getattr(args, "seed", 0), dtype=args.dtype,
+        seed=getattr(args, "seed", None) or 0, dtype=args.dtype,
     )
 
 
+def warn_ignored(args, model: Upscaler) -> None:
+    """One warning line per flag the model does not use."""
+    if args.sampling_steps is not None and model.default_sampling_steps == 0:
+        print(f"warning: --sampling-steps is ignored: {args.model} does not sample in steps",
+              file=sys.stderr)
+    if getattr(args, "seed", None) is not None and not model.seeded:
+        print(f"warning: --seed is ignored: {args.model} has no noise (same output for any "
+              "seed)", file=sys.stderr)
+
+
+def check_tile(args, model: Upscaler) -> None:
+    """A user's tile that cannot blend with the model's overlap, before any file is read."""
+    overlap = model.tile_overlap if args.tile_overlap is None else args.tile_overlap
+    if args.tile and 2 * overlap > args.tile:
+        raise UsageError(f"argument --tile: {args.model} blends tiles over {overlap} px: use "
+                         f"--tile {2 * overlap} or more, or --tile 0 (the whole image)")
+
+
 def input_files(path: Path) -> list[Path]:
-    """A single file, or the image files directly inside a folder (sorted)."""
+    """A single file, or the image files directly inside a folder (sorted); a folder without
+    image files is a ``UsageError``."""
     if path.is_dir():
-        return sorted(p for p in path.iterdir() if p.is_file() and is_image_file(p))
+        files = sorted(p for p in path.iterdir() if p.is_file() and is_image_file(p))
+        if not files:
+            kinds = ", ".join(sorted(SUPPORTED_SUFFIXES))
+            raise UsageError(f"argument -i/--input: no image files ({kinds}) in {path}")
+        return files
     if not path.exists():
         raise FileNotFoundError(f"input not found: {path}")
     return [path]
@@ -43,18 +67,21 @@ def output_path(src: Path, out_dir: Path, pic: Picture, ext: str, suffix: str) -
 
 
 def upscale_files(args) -> int:
-    """Upscale every input; a failing file is reported and skipped; exit 1 if any failed."""
-    model = load_model(args.model, args.device)
+    """Upscale every input; a failing file is reported and skipped; exit 1 if any failed.
+    Progress bars (files, and tiles with time left) go to stderr when it is a terminal."""
     opts = _options(args)
     files = input_files(args.input)
+    model = load_model(args.model, args.device)
+    warn_ignored(args, model)
+    check_tile(args, model)
     failures: list[tuple[Path, str]] = []
-    bar = tqdm(files, unit="img", desc="upscale", disable=len(files) < 2)
+    quiet = True if args.quiet else None  # None: tqdm shows bars only on a terminal
+    bar = tqdm(files, unit="img", desc="upscale", disable=quiet or len(files) < 2)
     for src in bar:
         try:
             pic = read_image(src)
-            tiles = tqdm(unit="tile", desc=src.name, leave=False)
-            out = upscale_picture(model, pic, opts, progress=_tile_progress(tiles))
-            tiles.close()
+            with tqdm(unit="tile", desc=src.name, leave=False, disable=quiet) as tiles:
+                out = upscale_picture(model, pic, opts, progress=_tile_progress(tiles))
             dst = write_image(output_path(src, args.output, pic, args.ext, args.suffix), out)
             bar.write(f"{src} -> {dst}")
         except Exception as e:  # report, skip, keep going; the exit code says it failed
@@ -71,9 +98,9 @@ def upscale_files(args) -> int:
 def _tile_progress(bar: tqdm):
     def update(done: int, total: int) -> None:
         if total > 1:
-            bar.total = total
-            bar.n = done
-            bar.refresh()
+            if bar.total != total:
+                bar.reset(total)  # restarts the clock with the total known: a time estimate
+            bar.update(done - bar.n)
 
     return update
 
@@ -84,8 +111,10 @@ def evaluate(args) -> int:
     from .evaluation import evaluate_set, format_table, model_cost, write_report
 
     model = load_model(args.model, args.device, deploy=not args.unfused)
+    warn_ignored(args, model)
     if model.scale != args.scale:
-        raise SystemExit(f"model '{args.model}' is x{model.scale}, not x{args.scale}")
+        raise UsageError(f"argument --scale: model '{args.model}' is x{model.scale}, not "
+                         f"x{args.scale}")
     opts = _options(args)
     results, strips = [], {}
     for name in [s.strip() for s in args.sets.split(",") if s.strip()]:
@@ -107,8 +136,9 @@ def evaluate(args) -> int:
 def bench(args) -> int:
     """Latency / memory / FLOPs table for the given LR sizes."""
     model = bench_model(args.model, args.device, deploy=not args.unfused)
+    warn_ignored(args, model)
     opts = _options(args)
-    sides = [int(s) for s in args.sizes.split(",")]
+    sides = args.sizes if isinstance(args.sizes, list) else [int(s) for s in args.sizes.split(",")]
     threads = torch.get_num_threads()
     peaks = [fresh_process_peak_mb(args.model, s, not args.unfused, threads) for s in sides]
     timings = [time_upscale(model, s, args.repeats, opts) for s in sides]

@@ -8,13 +8,18 @@ evaluation, benchmarks, training validation and the ablation scripts all call it
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from .tiling import TileFn, auto_tile_size, pad_to_requirements, tiled_apply
+from .tiling import TileFn, auto_tile_size, pad_to_requirements, tile_starts, tiled_apply
+
+MAX_TILES = 4096  # tiles per image: beyond this a plan is a mistake (a tiny --tile), not a job
 
 # a model's TileFn: (LR tile [B, 3, th, tw], its crop of the image noise [B, k, r th, r tw] when
 # the model has image noise) -> SR tile [B, 3, s th, s tw]
@@ -35,6 +40,7 @@ class Upscaler(nn.Module):
     tile_overlap: int = 16  # LR pixels of overlap tiles need to be seamless
     max_tile: int = 0  # largest LR tile side to run by default (e.g. attention); 0: no limit
     default_sampling_steps: int = 0  # sampling steps at inference (0: not a diffusion sampler)
+    seeded: bool = False  # the seed changes the output (a sampler's noise)
     bf16_safe: bool = False  # bf16 measured within 0.01 dB of fp32 on the benchmark sets
     bytes_per_lr_pixel: float = 0.0  # activation memory per LR pixel; 0: unknown (no auto tiles)
 
@@ -75,6 +81,7 @@ class Upscaler(nn.Module):
             "tile_overlap": self.tile_overlap,
             "max_tile": self.max_tile,
             "default_sampling_steps": self.default_sampling_steps,
+            "seeded": self.seeded,
             "bf16_safe": self.bf16_safe,
             "params": count_params(self),
         }
@@ -108,16 +115,74 @@ class FixedSteps(nn.Module):
         return self.model.super_resolve(lr, noise, self.sampling_steps)
 
 
+class OptionError(ValueError):
+    """An upscale option out of its range, unknown, or a tile plan that makes no sense."""
+
+
+class Cancelled(Exception):
+    """The ``progress`` callback returned False: the upscale stopped, nothing was returned."""
+
+
+# progress(done_tiles, total_tiles) after each batch of tiles; returning False cancels
+Progress = Callable[[int, int], bool | None]
+
+
 @dataclass(frozen=True)
 class UpscaleOptions:
-    outscale: float | None = None  # final scale; None: the model's own
+    """How to upscale; every field is checked when the options are made (``OptionError``)."""
+
+    outscale: float | None = None  # final scale in (0, 16]; None: the model's own
     tile: int | None = None  # LR tile side; 0: the whole image; None: from ``memory_budget``
     tile_overlap: int | None = None  # None: the model's own requirement
     batch_tiles: int = 4  # tiles per forward call
     sampling_steps: int | None = None  # None: the model's default
-    seed: int = 0
+    seed: int = 0  # 0 .. 2^63 - 1
     memory_budget: int = 2 * 1024**3  # bytes of activations per forward call
     dtype: str = "fp32"  # "bf16": convolutions and matmuls in bfloat16 (torch.autocast)
+
+    def __post_init__(self) -> None:
+        checks = {
+            "outscale": self.outscale is None or (_real(self.outscale)
+                                                  and 0 < self.outscale <= 16),
+            "tile": self.tile is None or (_int(self.tile) and self.tile >= 0),
+            "tile_overlap": self.tile_overlap is None or (_int(self.tile_overlap)
+                                                          and self.tile_overlap >= 0),
+            "batch_tiles": _int(self.batch_tiles) and self.batch_tiles >= 1,
+            "sampling_steps": self.sampling_steps is None or (_int(self.sampling_steps)
+                                                              and self.sampling_steps >= 1),
+            "seed": _int(self.seed) and 0 <= self.seed < 2**63,
+            "memory_budget": _int(self.memory_budget) and self.memory_budget > 0,
+            "dtype": self.dtype in ("fp32", "bf16"),
+        }
+        allowed = {"outscale": "None or a number in (0, 16]", "tile": "None or an int >= 0",
+                   "tile_overlap": "None or an int >= 0", "batch_tiles": "an int >= 1",
+                   "sampling_steps": "None or an int >= 1", "seed": "an int in [0, 2^63)",
+                   "memory_budget": "an int > 0 (bytes)", "dtype": "'fp32' or 'bf16'"}
+        for name, ok in checks.items():
+            if not ok:
+                raise OptionError(f"option {name} must be {allowed[name]}, "
+                                  f"got {getattr(self, name)!r}")
+
+    @classmethod
+    def of(cls, **options) -> UpscaleOptions:
+        """The options from keyword arguments; an unknown name is an ``OptionError`` that
+        lists the valid ones (and the closest)."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        for key in options:
+            if key not in names:
+                close = difflib.get_close_matches(key, names, n=1, cutoff=0.5)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise OptionError(f"unknown option {key!r}{hint}; options: {', '.join(names)}")
+        return cls(**options)
+
+
+def _int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _real(value: object) -> bool:
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and math.isfinite(value))
 
 
 DEFAULTS = UpscaleOptions()
@@ -126,29 +191,42 @@ WHOLE_IMAGE = UpscaleOptions(tile=0)
 
 def upscale_tensor(
     model: Upscaler, lr: Tensor, opts: UpscaleOptions = DEFAULTS,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> Tensor:
     """[1, 3, H, W] in [0, 1] -> [1, 3, sH, sW] float32: pad, per-image preparation, the
     image's noise drawn once, tiles (the LR and the noise cropped alike), blend, crop.
+    ``progress(done, total)`` follows the tiles; when it returns False the upscale stops with
+    ``Cancelled``.
 
     Runs in inference mode: no autograd graph, whoever calls it. ``opts.dtype = "bf16"`` runs
     the model under ``torch.autocast`` in bfloat16 (the CPU's native bf16 path where it has
     one; measured per model in ``benchmarks/results/deploy.md``).
     """
-    if opts.dtype not in ("fp32", "bf16"):
-        raise ValueError(f"dtype must be 'fp32' or 'bf16', got {opts.dtype!r}")
     h, w = lr.shape[-2:]
     x = pad_to_requirements(lr, model.multiple_of, model.minimum)
     overlap = model.tile_overlap if opts.tile_overlap is None else opts.tile_overlap
+    tile = tile_size(model, x, opts)
+    check_plan(x.shape[-2], x.shape[-1], tile, overlap, model.multiple_of)
     bf16 = torch.autocast(x.device.type, torch.bfloat16, enabled=opts.dtype == "bf16")
     with torch.inference_mode(), bf16:
         fn = model.prepare(x, opts.sampling_steps, opts.seed)
         noise = model.image_noise(x, opts.seed)
         inputs = [x] if noise is None else [x, noise]
-        y = tiled_apply(fn, inputs, tile_size(model, x, opts), overlap, model.scale,
+        y = tiled_apply(fn, inputs, tile, overlap, model.scale,
                         batch_size=opts.batch_tiles, bytes_per_lr_pixel=model.bytes_per_lr_pixel,
-                        memory_budget=opts.memory_budget, progress=progress)
+                        memory_budget=opts.memory_budget, progress=_cancellable(progress))
     return y[..., : h * model.scale, : w * model.scale].float()
+
+
+def _cancellable(progress: Progress | None) -> Callable[[int, int], None] | None:
+    if progress is None:
+        return None
+
+    def report(done: int, total: int) -> None:
+        if progress(done, total) is False:
+            raise Cancelled(f"cancelled by the progress callback after {done} of {total} tiles")
+
+    return report
 
 
 def tile_size(model: Upscaler, x: Tensor, opts: UpscaleOptions) -> int:
@@ -160,6 +238,29 @@ def tile_size(model: Upscaler, x: Tensor, opts: UpscaleOptions) -> int:
         return opts.tile or max(h, w)
     auto = auto_tile_size(h, w, model.bytes_per_lr_pixel, opts.memory_budget, model.multiple_of)
     return min(auto, model.max_tile) if model.max_tile else auto
+
+
+def tile_count(h: int, w: int, tile: int, overlap: int) -> int:
+    """Tiles of side ``tile`` (overlap ``overlap``) that cover an h x w LR image."""
+    return len(tile_starts(h, tile, overlap)) * len(tile_starts(w, tile, overlap))
+
+
+def check_plan(h: int, w: int, tile: int, overlap: int, multiple_of: int = 1) -> None:
+    """Refuse a tile plan whose stride is under the overlap (tiles computed over and over:
+    tile < 2 overlap) or that needs more than ``MAX_TILES`` tiles; the error names the
+    smallest tile that works."""
+    if tile >= max(h, w):
+        return  # one tile: no overlap to blend
+    fits = 2 * overlap <= tile and tile_count(h, w, tile, overlap) <= MAX_TILES
+    if fits:
+        return
+    smallest = -(-max(2 * overlap, 1) // multiple_of) * multiple_of
+    while smallest < max(h, w) and tile_count(h, w, smallest, overlap) > MAX_TILES:
+        smallest += multiple_of
+    raise OptionError(f"tile {tile} with overlap {overlap} on a {w}x{h} LR image "
+                      + ("overlaps more than it advances" if 2 * overlap > tile else
+                         f"needs {tile_count(h, w, tile, overlap):,} tiles (> {MAX_TILES})")
+                      + f": use a tile of at least {smallest} (or 0 for the whole image)")
 
 
 def model_device(module: nn.Module) -> torch.device:

@@ -181,6 +181,7 @@ class OnnxUpscaler(Upscaler):
         self.prior_noise = int(meta["prior_noise"])
         self.noise_channels, self.noise_ratio = map(int, meta["image_noise"].split(","))
         self.static_side = int(meta["static_side"])
+        self.seeded = self.prior_noise > 0 or self.noise_channels > 0
         if self.static_side:  # every tile exactly that side: pad smaller images up to it
             self.minimum = max(self.minimum, self.static_side)
             self.max_tile = self.static_side

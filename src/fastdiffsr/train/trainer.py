@@ -65,6 +65,26 @@ class TrainConfig:
     data: str = field(default="../shared/data/train", metadata=PATH)
     holdout: int = 5  # images held out of ``data`` for validation
 
+    def __post_init__(self) -> None:
+        """Every field in its range (ValueError naming it): a typo fails before training."""
+        checks = {
+            "iterations": self.iterations >= 0, "batch_size": self.batch_size >= 1,
+            "lr_patch": self.lr_patch >= 1, "lr": math.isfinite(self.lr) and self.lr > 0,
+            "weight_decay": math.isfinite(self.weight_decay) and self.weight_decay >= 0,
+            "betas": len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
+            "warmup": self.warmup >= 0, "min_lr_ratio": 0 <= self.min_lr_ratio <= 1,
+            "grad_clip": math.isfinite(self.grad_clip) and self.grad_clip > 0,
+            "ema_decay": 0 <= self.ema_decay < 1, "val_every": self.val_every >= 1,
+            "checkpoint_every": self.checkpoint_every >= 1, "log_every": self.log_every >= 1,
+            "seed": 0 <= self.seed < 2**63, "workers": self.workers >= 0,
+            "holdout": self.holdout >= 0,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            values = ", ".join(f"{n} = {getattr(self, n)!r}" for n in bad)
+            raise ValueError(f"out of range: {values} (counts >= 1, iterations / warmup >= 0, "
+                             "lr > 0, decays in [0, 1))")
+
 
 @dataclass(frozen=True)
 class DistInfo:

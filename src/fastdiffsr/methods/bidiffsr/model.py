@@ -210,6 +210,7 @@ class BIDiffSR(Upscaler):
     ``load_state_dict`` accepts either form."""
 
     method = "bidiffsr"
+    seeded = True  # the noise comes from the seed
     bf16_safe = True  # benchmarks/results/deploy.md: within 0.01 dB of fp32 on every set
 
     def __init__(self, cfg: BIDiffSRConfig):

@@ -186,6 +186,7 @@ class RDSR(Upscaler):
     """
 
     method = "rdsr"
+    seeded = True  # the noise comes from the seed
     bf16_safe = True  # benchmarks/results/deploy.md: within 0.01 dB of fp32 on every set
 
     def __init__(self, cfg: RDSRConfig, deployed: bool = False):
