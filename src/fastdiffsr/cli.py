@@ -123,7 +123,7 @@ def _add_upscale(sub) -> None:
                    help="final scale, (0, 16] (default: the model's); other than the model's, "
                         "its output is resized with bicubic")
     p.add_argument("--tile", type=integer(1, MAX_SIDE, zero=True),
-                   help="LR tile side, 0 for the whole image (default: the fastest that fits "
+                   help="LR tile side, 0 for the whole image (default: the largest that fits "
                         "a 2 GiB activation budget, capped by the model)")
     p.add_argument("--tile-overlap", type=integer(0, MAX_SIDE // 2),
                    help="LR overlap of neighbouring tiles, at most half the tile (default: "
