@@ -178,8 +178,26 @@ def test_eval_scale_mismatch(tmp_path, capsys):
 def test_models(capsys):
     code, out, _ = _run(capsys, "models")
     assert code == 0
-    for s in (2, 3, 4):
+    for s in (2, 3):
         assert f"| bicubic-x{s} | bicubic | x{s} | 0 |" in out
+    assert "| bicubic-x4 (alias: bicubic) | bicubic | x4 | 0 |" in out
+    default = next(line for line in out.splitlines() if "(default)" in line)
+    assert default.startswith("| rdsr-x4 (default) | rdsr | x4 | 531,120 |")
+    assert "ms" not in default and "(2 threads)" in default  # the card's 128->512 latency
+    assert "clean bicubic-downscaled LR" in default
+
+
+def test_models_and_help_do_not_import_torch() -> None:
+    """They answer from the files' headers: well under a second (torch takes ~2 s to import)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from fastdiffsr.cli import main; main(sys.argv[1:]); "
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    for argv in (["models"], ["upscale", "--help"]):
+        done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True,
+                              text=True)
+        assert done.returncode in (0, 1) and "torch was imported" not in done.stderr, argv
 
 
 def test_bench(capsys, monkeypatch):

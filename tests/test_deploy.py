@@ -150,5 +150,5 @@ def test_without_the_extra_export_says_what_to_install(tmp_path) -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "fastdiffsr: error: ONNX export and .onnx models need the deploy extra: "
+        "fastdiffsr export: error: ONNX export and .onnx models need the deploy extra: "
         "pip install 'fastdiffsr[deploy]'"]

@@ -207,7 +207,7 @@ def test_cli_bad_model_file_is_a_clean_error(rdsr_file, tmp_path, capsys):
     code = main(["upscale", "-i", str(image), "-o", str(out), "-n", str(bad)])
     err = capsys.readouterr().err
     assert code == 2
-    assert err.startswith("fastdiffsr: error:") and str(bad) in err
+    assert err.startswith("fastdiffsr upscale: error:") and str(bad) in err
     assert "Traceback" not in err
     assert not out.exists()
 

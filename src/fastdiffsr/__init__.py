@@ -5,27 +5,40 @@ image or path; ``load_model`` loads a shipped model by name (see ``available_mod
 ``.safetensors`` / ``.onnx`` file. ``UpscaleOptions`` lists the options; a bad one raises
 ``OptionError``, and a progress callback that returns False stops the upscale with
 ``Cancelled``.
+
+The names load on first use (PEP 562), so ``fastdiffsr models`` and ``--help`` answer without
+importing torch.
 """
 
-from .api import upscale
-from .imageio import ImageReadError, Picture, read_image, write_image
-from .upscaler import Cancelled, OptionError, UpscaleOptions
-from .zoo import DEFAULT_MODEL, ModelFileError, available_models, load_model
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "DEFAULT_MODEL",
-    "Cancelled",
-    "ImageReadError",
-    "ModelFileError",
-    "OptionError",
-    "Picture",
-    "UpscaleOptions",
-    "__version__",
-    "available_models",
-    "load_model",
-    "read_image",
-    "upscale",
-    "write_image",
-]
+_EXPORTS = {
+    "Cancelled": "upscaler",
+    "DEFAULT_MODEL": "zoo",
+    "ImageReadError": "errors",
+    "ModelFileError": "errors",
+    "OptionError": "errors",
+    "Picture": "imageio",
+    "UpscaleOptions": "upscaler",
+    "available_models": "zoo",
+    "load_model": "zoo",
+    "read_image": "imageio",
+    "upscale": "api",
+    "write_image": "imageio",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'fastdiffsr' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

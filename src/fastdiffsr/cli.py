@@ -9,25 +9,24 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
+from .errors import USER_ERRORS, UsageError
+from .zoo import (
+    ALIASES,
+    DEFAULT_MODEL,
+    available_models,
+    header_params,
+    model_provenance,
+    read_metadata,
+    resolve,
+)
 
-from .backends.onnx import DeployError
-from .config import ConfigError
-from .imageio import ImageReadError
-from .upscaler import OptionError
-from .zoo import ALIASES, DEFAULT_MODEL, ModelFileError, available_models
-
-# Errors that are the user's input, not a bug: one line on stderr, exit status 2, no traceback.
-USER_ERRORS = (ModelFileError, ImageReadError, ConfigError, FileNotFoundError, DeployError,
-               OptionError)
+# torch is imported by the commands that run a model, not here: `models` and `--help` answer
+# in a fraction of a second. USER_ERRORS are the user's input, not a bug: one line on stderr,
+# exit status 2, no traceback.
 
 DEFAULT_BENCH_DATA = Path("../shared/data/bench")
 MAX_SIDE = 16384  # LR pixels: a tile or benchmark side beyond this is a typo, not a plan
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed's range
-
-
-class UsageError(Exception):
-    """A bad argument found after parsing (a path, two flags together): exit status 2."""
 
 
 class Parser(argparse.ArgumentParser):
@@ -227,13 +226,44 @@ def cmd_export(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from .commands import list_models
-
+    """The shipped models from their files' headers (no weights loaded, no torch imported):
+    the default and aliases marked, scores and the 128->512 latency their cards measured, and
+    the input they were trained for."""
     del args
-    return list_models()
+    aliases = {n: a for a, n in ALIASES.items()}
+    print("| name | method | scale | params | Set5 / Set14 / B100 PSNR-Y | 128->512 ms "
+          "| trained for |")
+    print("| --- | --- | ---: | ---: | --- | ---: | --- |")
+    for name in available_models():
+        path = resolve(name)
+        prov = model_provenance(path)
+        label = name + (" (default)" if name == DEFAULT_MODEL else "")
+        label += f" (alias: {aliases[name]})" if name in aliases else ""
+        scores = prov.get("scores", {})
+        psnr = " / ".join(f"{scores[s]['psnr']:.2f}" for s in ("Set5", "Set14", "B100")
+                          if s in scores) or "-"
+        latency = prov.get("latency", {})
+        ms = latency.get("128->512", {}).get("latency_ms")
+        timed = f"{ms:.0f} ({latency['threads']} threads)" if ms is not None else "-"
+        method = read_metadata(path)["method"]
+        scale = prov.get("recipe", {}).get("model", {}).get("scale", name.rpartition("x")[2])
+        params = prov.get("params_deployed", header_params(path))  # what runs, else stored
+        print(f"| {label} | {method} | x{scale} | {params:,} | {psnr} | {timed} | "
+              f"{trained_for(prov)} |")
+    return 0
+
+
+def trained_for(provenance: dict) -> str:
+    """The input a model expects: every model so far learnt from clean bicubic downscales (the
+    x4 benchmark's LR); bicubic itself is no model."""
+    if not provenance.get("recipe"):
+        return "any (interpolation)"
+    return "clean bicubic-downscaled LR"
 
 
 def cmd_train(args) -> int:
+    import torch
+
     from .train.run import run
 
     out = args.out or Path("runs") / args.config.stem
@@ -246,6 +276,8 @@ def cmd_train(args) -> int:
 
 def _threads(n: int | None) -> None:
     if n:
+        import torch
+
         torch.set_num_threads(n)
 
 
@@ -302,14 +334,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     prog = f"fastdiffsr {args.command}"
-    if getattr(args, "device", "cpu").startswith("cuda") and not torch.cuda.is_available():
-        print(f"{prog}: error: --device cuda asked for, but torch sees no CUDA device",
-              file=sys.stderr)
-        return 2
     try:
         check_paths(args)
+        if getattr(args, "device", "cpu").startswith("cuda"):
+            import torch
+
+            if not torch.cuda.is_available():
+                raise UsageError("--device cuda asked for, but torch sees no CUDA device")
         return HANDLERS[args.command](args)
-    except (UsageError, *USER_ERRORS) as e:
+    except USER_ERRORS as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
 

@@ -10,10 +10,10 @@ from tqdm import tqdm
 
 from .api import upscale_picture
 from .bench import bench_model, bench_table, fresh_process_peak_mb, matmul_gflops, time_upscale
-from .cli import UsageError
+from .errors import UsageError
 from .imageio import SUPPORTED_SUFFIXES, Picture, is_image_file, read_image, write_image
 from .upscaler import UpscaleOptions, Upscaler
-from .zoo import available_models, load_model, model_provenance, resolve
+from .zoo import load_model, model_provenance, resolve
 
 
 def _options(args) -> UpscaleOptions:
@@ -144,21 +144,6 @@ def bench(args) -> int:
     timings = [time_upscale(model, s, args.repeats, opts) for s in sides]
     name = f"{args.model} (random weights)" if args.model.endswith(".toml") else args.model
     print(bench_table(name, model, timings, peaks, threads, matmul_gflops()))
-    return 0
-
-
-def list_models() -> int:
-    """Name, method, scale, params, file size and recorded scores of each shipped model."""
-    print("| name | method | scale | params | file | Set5 / Set14 / B100 PSNR-Y |")
-    print("| --- | --- | ---: | ---: | ---: | --- |")
-    for name in available_models():
-        info = load_model(name).info()
-        scores = model_provenance(name).get("scores", {})
-        text = " / ".join(f"{scores[s]['psnr']:.2f}" for s in ("Set5", "Set14", "B100")
-                          if s in scores) or "-"
-        size = resolve(name).stat().st_size
-        print(f"| {name} | {info['method']} | x{info['scale']} | {info['params']:,} | "
-              f"{size / 1024:.1f} KiB | {text} |")
     return 0
 
 

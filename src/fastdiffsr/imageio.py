@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from .errors import ImageReadError
+
 __all__ = [
     "SUPPORTED_SUFFIXES",
     "ImageReadError",
@@ -59,10 +61,6 @@ _DECODE_ERRORS = (
     zlib.error,
     Image.DecompressionBombError,
 )
-
-
-class ImageReadError(ValueError):
-    """An image file could not be read; the message names the file."""
 
 
 @dataclass(frozen=True, eq=False)

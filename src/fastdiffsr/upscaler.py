@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from .errors import OptionError
 from .tiling import TileFn, auto_tile_size, pad_to_requirements, tile_starts, tiled_apply
 
 MAX_TILES = 4096  # tiles per image: beyond this a plan is a mistake (a tiny --tile), not a job
@@ -113,10 +114,6 @@ class FixedSteps(nn.Module):
 
     def forward(self, lr: Tensor, noise: Tensor) -> Tensor:
         return self.model.super_resolve(lr, noise, self.sampling_steps)
-
-
-class OptionError(ValueError):
-    """An upscale option out of its range, unknown, or a tile plan that makes no sense."""
 
 
 class Cancelled(Exception):

@@ -4,22 +4,28 @@ One ``.safetensors`` file per model. Its metadata holds ``format`` ("fastdiffsr"
 ``config`` (the model dataclass as JSON) and ``provenance`` (JSON: how it was trained).
 Loading never unpickles; any unreadable, truncated or foreign file raises ``ModelFileError``
 naming the file. Loading a model imports its own method's inference code only (``METHODS``
-maps names to module paths), never ``fastdiffsr.train``.
+maps names to module paths), never ``fastdiffsr.train``. Importing this module does not import
+torch: the header readers (``read_metadata``, ``header_params``) serve ``fastdiffsr models``
+without it.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
+import math
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 from .config import ConfigError, from_dict, to_dict
-from .upscaler import Upscaler
+from .errors import ModelFileError
+
+if TYPE_CHECKING:
+    import torch
+
+    from .upscaler import Upscaler
 
 FORMAT = "fastdiffsr"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -66,12 +72,10 @@ def method_config(name: str, data: dict[str, Any]) -> Any:
     return from_dict(method(name).Config, data)
 
 
-class ModelFileError(ValueError):
-    """A weights file that cannot be used; the message names the file."""
-
-
 def save_model(model: Upscaler, path: str | Path, provenance: dict | None = None) -> Path:
     """Write ``model`` (with its ``cfg`` dataclass) as one safetensors file."""
+    from safetensors.torch import save_file
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {
@@ -100,9 +104,10 @@ def resolve(name_or_path: str | Path) -> Path:
 
 
 def read_metadata(path: Path) -> dict[str, str]:
-    """The file's metadata; raises ModelFileError for anything not a fastdiffsr safetensors."""
+    """The file's metadata; raises ModelFileError for anything not a fastdiffsr safetensors.
+    Reads the header only (numpy framework: no torch import, no tensor data)."""
     try:
-        with safe_open(str(path), framework="pt") as f:
+        with safe_open(str(path), framework="numpy") as f:
             meta = f.metadata() or {}
     except Exception as e:  # safetensors raises several types for broken headers
         raise ModelFileError(f"{path}: not a readable safetensors file ({e})") from e
@@ -143,6 +148,12 @@ def load_model(
     if deploy:
         model.fuse()
     return model.to(device).eval()
+
+
+def header_params(path: Path) -> int:
+    """Parameters stored in a model file, from its header's shapes (no tensor is read)."""
+    with safe_open(str(path), framework="numpy") as f:
+        return sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())  # noqa: SIM118
 
 
 def model_provenance(name_or_path: str | Path) -> dict:

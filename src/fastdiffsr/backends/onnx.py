@@ -26,15 +26,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..errors import DeployError
 from ..upscaler import TileFn, TileGraph, Upscaler
 
 FORMAT = "fastdiffsr-onnx"
 DTYPES = ("fp32", "int8")
 _INSTALL = "ONNX export and .onnx models need the deploy extra: pip install 'fastdiffsr[deploy]'"
 
-
-class DeployError(RuntimeError):
-    """The deploy extra is missing, or a model cannot be exported; the message says what to do."""
 
 
 def _require():
