@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import zlib
@@ -113,7 +114,8 @@ def _png16_bytes(
 
 
 def test_supported_suffixes_and_is_image_file() -> None:
-    assert set(SUPPORTED_SUFFIXES) == {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+    assert set(SUPPORTED_SUFFIXES) == {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff",
+                                       ".avif", ".heic", ".heif"}
     assert is_image_file("a/b/c.PNG")
     assert is_image_file(Path("x.tiff"))
     assert not is_image_file("x.gif")
@@ -299,28 +301,8 @@ def test_png16_reader_all_filters(tmp_path: Path, ftypes: list[int], channels: i
         np.testing.assert_array_equal(_as_u16(pic.alpha), arr[:, :, 3])
 
 
-def test_png16_reader_on_pillow_encoded_gray(tmp_path: Path) -> None:
-    """Decode a Pillow-written 16-bit gray PNG (Pillow picks its own filters)."""
-    y, x = np.mgrid[0:40, 0:33]
-    arr = ((x * 1500 + y * 700 + (x * y) % 97) % 65536).astype(np.uint16)
-    path = tmp_path / "pil16.png"
-    Image.fromarray(arr).save(path)
-    samples, key_alpha, orientation = imageio._decode_png16(path.read_bytes())
-    assert key_alpha is None and orientation == 1
-    np.testing.assert_array_equal(samples[:, :, 0], arr)
-
-
-def test_png16_encoder_uses_and_decodes_filters() -> None:
-    arr = _as_u16(_smooth(20, 24, 3))
-    data = imageio._encode_png16(arr)
-    raw = zlib.decompress(data[8 + 25 + 8 : -12 - 4])  # skip sig+IHDR, IDAT header; IEND+CRC
-    rows = np.frombuffer(raw, np.uint8).reshape(20, 1 + 24 * 6)
-    assert len(set(rows[:, 0].tolist())) >= 2  # adaptive filtering picks several types
-    samples, _, _ = imageio._decode_png16(data)
-    np.testing.assert_array_equal(samples, arr)
-
-
-def test_png16_interlaced_color_rejected(tmp_path: Path) -> None:
+def test_png16_with_data_that_does_not_match_its_header_is_a_clean_error(tmp_path: Path) -> None:
+    """Declared interlaced, stored plain: libpng's complaint, as ImageReadError."""
     path = tmp_path / "interlaced.png"
     path.write_bytes(_png16_bytes(_u16((4, 4, 3)), [0] * 4, interlace=1))
     with pytest.raises(ImageReadError, match="interlaced.png"):
@@ -600,3 +582,114 @@ def test_tensor_to_pixels_does_not_alias() -> None:
     arr = tensor_to_pixels(t)
     arr[...] = 0.0
     assert float(t.min()) == 0.5
+
+
+# --------------------------------------------------------------------------- bounds
+
+
+def test_a_declared_size_over_the_limit_is_refused_before_decoding(tmp_path: Path) -> None:
+    """A 10000 x 10000 JPEG would decode to 300 MB: refused from its header, naming it."""
+    path = tmp_path / "big.png"
+    Image.new("L", (10000, 10000)).save(path)  # a few kB on disk
+    with pytest.raises(ImageReadError, match=r"big.png: declares 10000 x 10000 pixels \(100.0 MP"):
+        read_image(path)
+    assert read_image(path, max_pixels=10**8).pixels.shape == (10000, 10000, 1)
+
+
+def test_a_png16_header_declaring_a_huge_size_is_refused(tmp_path: Path) -> None:
+    """A 16-bit PNG whose IHDR says 1 x 134,228,553: refused before libpng inflates anything."""
+    data = bytearray(_png16_bytes(_u16((1, 1, 3)), [0]))
+    data[16:20] = struct.pack(">I", 134_228_553)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    path = tmp_path / "tall.png"
+    path.write_bytes(bytes(data))
+    with pytest.raises(ImageReadError, match="134,228,553|134228553 x 1|1 x 134228553"):
+        read_image(path)
+
+
+def test_png16_bomb_does_not_inflate(tmp_path: Path) -> None:
+    """1 x 1 declared, 3 MB of zeros compressed behind it: libpng reads one row and stops."""
+    import resource
+
+    samples = _u16((1, 1, 3))
+    bomb = zlib.compress(b"\0" * (200 * 2**20), 9)
+    ihdr = struct.pack(">IIBBBBB", 1, 1, 16, 2, 0, 0, 0)
+    data = (PNG_SIG + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(
+        b"\0" + samples.astype(">u2").tobytes()) + bomb) + _chunk(b"IEND", b""))
+    path = tmp_path / "bomb.png"
+    path.write_bytes(data)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with contextlib.suppress(ImageReadError):  # a clean refusal is as good
+        read_image(path)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100 * 1024  # KiB
+
+
+# --------------------------------------------------------------------------- metadata
+
+
+def _profile() -> bytes:
+    from PIL import ImageCms
+
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def test_jpeg_photo_keeps_profile_exif_and_dpi_with_orientation_applied_once(tmp_path) -> None:
+    """An iPhone-style JPEG: ICC profile, EXIF orientation 6, camera tags, 72 dpi."""
+    from fastdiffsr.api import upscale
+
+    arr = np.zeros((20, 40, 3), np.uint8)
+    arr[:, :20] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    exif[0x010F] = "Apple"
+    path = tmp_path / "IMG_0001.jpg"
+    Image.fromarray(arr).save(path, exif=exif, icc_profile=_profile(), dpi=(72, 72), quality=95)
+    out = write_image(tmp_path / "up.jpg", upscale(path, "bicubic"))
+    with Image.open(out) as im:
+        assert im.size == (80, 160)  # rotated once: portrait, x4
+        assert im.info["icc_profile"] == _profile()
+        assert im.getexif()[0x0112] == 1 and im.getexif()[0x010F] == "Apple"
+        assert tuple(round(d) for d in im.info["dpi"]) == (288, 288)  # same print size
+    again = read_image(out)
+    assert again.pixels.shape == (160, 80, 3)  # orientation 1: not rotated a second time
+    assert again.pixels[:80].mean() > 0.9 and again.pixels[80:].mean() < 0.1
+
+
+@pytest.mark.parametrize("depth", [8, 16])
+def test_png_keeps_profile_text_dpi_and_exif(tmp_path: Path, depth: int) -> None:
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Title", "harbour")
+    info.add_itxt("Comment", "\u00e9t\u00e9")
+    exif = Image.Exif()
+    exif[0x010F] = "Canon"
+    src = tmp_path / "src.png"
+    Image.fromarray(_u8((6, 5, 3))).save(src, pnginfo=info, icc_profile=_profile(),
+                                          dpi=(300, 300), exif=exif)
+    pic = read_image(src)
+    assert pic.meta.text == {"Title": "harbour", "Comment": "\u00e9t\u00e9"}
+    pic = Picture(pic.pixels, None, depth, pic.meta)
+    out = write_image(tmp_path / f"out{depth}.png", pic)
+    with Image.open(out) as im:
+        im.load()
+        assert im.info["icc_profile"] == _profile()
+        assert tuple(round(d) for d in im.info["dpi"]) == (300, 300)
+        assert im.text == {"Title": "harbour", "Comment": "\u00e9t\u00e9"}
+        assert im.getexif()[0x010F] == "Canon"
+    assert read_image(out).bit_depth == depth
+
+
+def test_avif_roundtrip(tmp_path: Path) -> None:
+    pic = Picture(_smooth(16, 24, 3), _smooth(16, 24, 1)[:, :, 0], 8)
+    back = read_image(write_image(tmp_path / "x.avif", pic, quality=100))
+    assert back.alpha is not None and np.abs(back.pixels - pic.pixels).max() < 0.1
+
+
+def test_heic_reads_through_the_photos_extra(tmp_path: Path) -> None:
+    pillow_heif = pytest.importorskip("pillow_heif", reason="the photos extra is not installed")
+    path = tmp_path / "phone.heic"
+    pillow_heif.from_pillow(Image.fromarray(_as_u8(_smooth(16, 24, 3)))).save(path, quality=95)
+    pic = read_image(path)
+    assert pic.pixels.shape == (16, 24, 3)
+    assert np.abs(pic.pixels - _smooth(16, 24, 3)).mean() < 0.05

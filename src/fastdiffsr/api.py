@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .imageio import Picture, picture_to_tensor, read_image, tensor_to_pixels
+from .imageio import Picture, output_meta, picture_to_tensor, read_image, tensor_to_pixels
 from .resize import imresize
 from .upscaler import DEFAULTS, Progress, UpscaleOptions, Upscaler, model_device, upscale_tensor
 from .zoo import DEFAULT_MODEL, load_model
@@ -21,7 +21,8 @@ def upscale_picture(
     model: Upscaler, pic: Picture, opts: UpscaleOptions = DEFAULTS,
     progress: Progress | None = None,
 ) -> Picture:
-    """Upscale colour with the model and alpha with bicubic; gray stays gray, depth is kept."""
+    """Upscale colour with the model and alpha with bicubic; gray stays gray, depth and the
+    metadata are kept (``imageio.output_meta``: new pixel size, DPI scaled)."""
     device = model_device(model)
     x = picture_to_tensor(pic.pixels).to(device)
     if pic.is_gray:
@@ -38,7 +39,10 @@ def upscale_picture(
     if pic.is_gray:
         y = y.mean(dim=1, keepdim=True)
     alpha_px = None if alpha is None else alpha[0, 0].cpu().numpy()
-    return Picture(tensor_to_pixels(y.cpu()), alpha_px, pic.bit_depth)
+    pixels = tensor_to_pixels(y.cpu())
+    meta = pic.meta and output_meta(pic.meta, pixels.shape[1], pixels.shape[0],
+                                    pixels.shape[0] / pic.height)
+    return Picture(pixels, alpha_px, pic.bit_depth, meta)
 
 
 def upscale(

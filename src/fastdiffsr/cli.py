@@ -131,8 +131,14 @@ def _add_upscale(sub) -> None:
     _add_seed(p)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to run")
     _add_threads(p)
-    p.add_argument("--ext", default="auto", choices=["auto", "png", "jpg", "webp"],
-                   help="output format; auto keeps the input's (16-bit goes to PNG)")
+    p.add_argument("--ext", default="auto", choices=["auto", "png", "jpg", "webp", "avif"],
+                   help="output format; auto keeps the input's (16-bit goes to PNG, HEIC to "
+                        "JPEG); ICC profile, EXIF, DPI and PNG text carry over where it can "
+                        "hold them")
+    p.add_argument("--quality", type=integer(1, 100), default=95,
+                   help="JPEG / WebP / AVIF quality")
+    p.add_argument("--max-megapixels", type=integer(1, 10_000), default=50,
+                   help="refuse inputs whose header declares more pixels (decompression bombs)")
     p.add_argument("--suffix", default="out", help="output name suffix ('' for none)")
     p.add_argument("-q", "--quiet", action="store_true",
                    help="no progress bars (they are off anyway when stderr is not a terminal)")

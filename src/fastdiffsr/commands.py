@@ -57,9 +57,12 @@ def input_files(path: Path) -> list[Path]:
 
 
 def output_path(src: Path, out_dir: Path, pic: Picture, ext: str, suffix: str) -> Path:
-    """``<stem>_<suffix>.<ext>``; 'auto' keeps the input's format, but 16-bit goes to PNG."""
+    """``<stem>_<suffix>.<ext>``; 'auto' keeps the input's format, but 16-bit goes to PNG and
+    HEIC / HEIF (read-only here) to JPEG."""
     if ext == "auto":
         ext = src.suffix.lower().lstrip(".")
+        if ext in ("heic", "heif"):
+            ext = "jpg"
         if pic.bit_depth == 16 and ext not in ("png", "tif", "tiff"):
             ext = "png"
     stem = f"{src.stem}_{suffix}" if suffix else src.stem
@@ -79,10 +82,11 @@ def upscale_files(args) -> int:
     bar = tqdm(files, unit="img", desc="upscale", disable=quiet or len(files) < 2)
     for src in bar:
         try:
-            pic = read_image(src)
+            pic = read_image(src, max_pixels=args.max_megapixels * 1_000_000)
             with tqdm(unit="tile", desc=src.name, leave=False, disable=quiet) as tiles:
                 out = upscale_picture(model, pic, opts, progress=_tile_progress(tiles))
-            dst = write_image(output_path(src, args.output, pic, args.ext, args.suffix), out)
+            dst = write_image(output_path(src, args.output, pic, args.ext, args.suffix), out,
+                              args.quality)
             bar.write(f"{src} -> {dst}")
         except Exception as e:  # report, skip, keep going; the exit code says it failed
             failures.append((src, f"{type(e).__name__}: {e}"))

@@ -1,7 +1,12 @@
-"""Image reading and writing for super-resolution: 8/16-bit, gray/RGB, optional alpha.
+"""Image reading and writing for super-resolution: 8/16-bit, gray/RGB, optional alpha, and the
+photo's metadata (ICC profile, EXIF, DPI, PNG text) carried to the output.
 
-Pillow does the heavy lifting. Pillow reduces 16-bit RGB(A) and gray+alpha PNGs to 8 bits,
-so those are decoded (and written) by a small numpy/zlib PNG codec in this module.
+Pillow does the heavy lifting (and AVIF; HEIC/HEIF through the pillow-heif plugin, the
+``photos`` extra). Pillow reduces 16-bit RGB(A) and gray+alpha PNGs to 8 bits, so those go
+through imagecodecs' libpng (``png_decode`` / ``png_encode``), which raises clean errors for
+corrupt files. Decoding is bounded before any pixel is inflated: the header's size is checked
+against ``max_pixels`` (and the file's size against ``MAX_FILE_BYTES``) first. The one thing
+written here by hand is inserting metadata chunks into a 16-bit PNG (no library writes both).
 """
 
 from __future__ import annotations
@@ -10,8 +15,9 @@ import io
 import os
 import secrets
 import struct
+import warnings
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +27,9 @@ from PIL import Image, ImageOps
 from .errors import ImageReadError
 
 __all__ = [
+    "MAX_PIXELS",
     "SUPPORTED_SUFFIXES",
+    "ImageMeta",
     "ImageReadError",
     "Picture",
     "is_image_file",
@@ -31,7 +39,10 @@ __all__ = [
     "write_image",
 ]
 
-SUPPORTED_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+SUPPORTED_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff",
+                                       ".avif", ".heic", ".heif")
+MAX_PIXELS = 50_000_000  # default limit on an input's declared pixels (8K x 6K); configurable
+MAX_FILE_BYTES = 1 << 30  # no image file we read is larger
 
 _FORMATS = {
     ".png": "PNG",
@@ -41,14 +52,18 @@ _FORMATS = {
     ".bmp": "BMP",
     ".tif": "TIFF",
     ".tiff": "TIFF",
+    ".avif": "AVIF",
 }
-_ALPHA_FORMATS = {"PNG", "WEBP", "TIFF"}
+_ALPHA_FORMATS = {"PNG", "WEBP", "TIFF", "AVIF"}
+_HEIF_SUFFIXES = {".heic", ".heif"}
 _MODES_16 = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
 _PNG_SIG = b"\x89PNG\r\n\x1a\n"
-_PNG_CHANNELS = {0: 1, 4: 2, 2: 3, 6: 4}  # PNG colour type -> samples per pixel
 _ORIENTATION_TAG = 0x0112
+_EXIF_IFD = 0x8769
+_PIXEL_X_DIMENSION, _PIXEL_Y_DIMENSION = 0xA002, 0xA003
 
-# Errors that Pillow, zlib, struct and our own PNG codec raise for bad input.
+# Errors that Pillow, imagecodecs and struct raise for bad input (imagecodecs' errors are
+# RuntimeError subclasses).
 _DECODE_ERRORS = (
     OSError,
     ValueError,
@@ -57,10 +72,23 @@ _DECODE_ERRORS = (
     IndexError,
     KeyError,
     TypeError,
+    RuntimeError,
+    MemoryError,
     struct.error,
     zlib.error,
     Image.DecompressionBombError,
 )
+
+
+@dataclass(frozen=True)
+class ImageMeta:
+    """What a photo carries besides pixels, kept for the output where its format can hold it.
+    ``exif`` has its orientation applied to the pixels already (the tag says 1)."""
+
+    icc_profile: bytes | None = None
+    exif: bytes | None = None
+    dpi: tuple[float, float] | None = None
+    text: dict[str, str] = field(default_factory=dict)  # PNG tEXt / iTXt chunks
 
 
 @dataclass(frozen=True, eq=False)
@@ -70,6 +98,7 @@ class Picture:
     pixels: np.ndarray
     alpha: np.ndarray | None = None
     bit_depth: int = 8
+    meta: ImageMeta | None = None  # the source file's metadata (read_image), or None
 
     def __post_init__(self) -> None:
         pixels = np.asarray(self.pixels, dtype=np.float32)
@@ -110,135 +139,7 @@ def is_image_file(path: str | os.PathLike[str]) -> bool:
     return Path(path).suffix.lower() in SUPPORTED_SUFFIXES
 
 
-# --------------------------------------------------------------------------- PNG codec
-
-
-def _paeth(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
-    p = a + b - c
-    pa, pb, pc = np.abs(p - a), np.abs(p - b), np.abs(p - c)
-    return np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
-
-
-def _predict(ftype: np.ndarray | int, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """PNG predictor for filter type(s) `ftype` from left (a), up (b), up-left (c); int16."""
-    t = np.asarray(ftype)
-    conds = [t == 1, t == 2, t == 3, t == 4]
-    return np.select(conds, [a, b, (a + b) >> 1, _paeth(a, b, c)], 0).astype(np.int16)
-
-
-def _unfilter(rows: np.ndarray, height: int, width: int, bpp: int) -> np.ndarray:
-    """Undo PNG filtering of (H, 1 + W*bpp) uint8 rows; returns (H, W*bpp) uint8.
-
-    Each pixel depends on its left, upper and upper-left neighbours, so pixels on one
-    anti-diagonal are independent: sweep the H + W - 1 diagonals, vectorised along each.
-    """
-    ftype = rows[:, 0].astype(np.int16)
-    if (ftype > 4).any():
-        raise ValueError(f"invalid PNG filter type {int(ftype.max())}")
-    if not ftype.any():
-        return rows[:, 1:]
-    filt = rows[:, 1:].reshape(height, width, bpp).astype(np.int16)
-    out = np.zeros((height + 1, width + 1, bpp), np.int16)  # zero row/column = PNG borders
-    for d in range(height + width - 1):
-        ys = np.arange(max(0, d - width + 1), min(height - 1, d) + 1)
-        xs = d - ys
-        a, b, c = out[ys + 1, xs], out[ys, xs + 1], out[ys, xs]
-        out[ys + 1, xs + 1] = (filt[ys, xs] + _predict(ftype[ys, None], a, b, c)) & 255
-    return out[1:, 1:].astype(np.uint8).reshape(height, width * bpp)
-
-
-def _decode_png16(data: bytes) -> tuple[np.ndarray, np.ndarray | None, int]:
-    """Decode a non-interlaced 16-bit PNG (any colour type but palette).
-
-    Returns (uint16 H x W x C samples, uint16/bool key-transparency alpha or None, EXIF
-    orientation). C is 1, 2, 3 or 4 (gray, gray+alpha, RGB, RGBA).
-    """
-    if not data.startswith(_PNG_SIG):
-        raise ValueError("not a PNG file")
-    pos, header, idat, trns, orientation = len(_PNG_SIG), None, [], None, 1
-    while True:
-        if pos + 8 > len(data):
-            raise ValueError("PNG is truncated (no IEND chunk)")
-        length, ctype = struct.unpack(">I4s", data[pos : pos + 8])
-        if pos + 12 + length > len(data):
-            raise ValueError(f"PNG chunk {ctype!r} is truncated")
-        body = data[pos + 8 : pos + 8 + length]
-        (crc,) = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])
-        if zlib.crc32(ctype + body) != crc:
-            raise ValueError(f"PNG chunk {ctype!r} has a bad CRC")
-        pos += 12 + length
-        if ctype == b"IHDR":
-            header = struct.unpack(">IIBBBBB", body)
-        elif ctype == b"IDAT":
-            idat.append(body)
-        elif ctype == b"tRNS":
-            trns = body
-        elif ctype == b"eXIf":
-            exif = Image.Exif()
-            exif.load(body)
-            orientation = int(exif.get(_ORIENTATION_TAG, 1))
-        elif ctype == b"IEND":
-            break
-    if header is None:
-        raise ValueError("PNG has no IHDR chunk")
-    width, height, depth, color, compression, filter_method, interlace = header
-    if depth != 16 or color not in _PNG_CHANNELS or compression or filter_method:
-        raise ValueError(f"unsupported PNG (bit depth {depth}, colour type {color})")
-    if interlace:
-        raise ValueError("interlaced 16-bit colour PNG is not supported")
-    limit = Image.MAX_IMAGE_PIXELS
-    if width == 0 or height == 0 or (limit and width * height > 2 * limit):
-        raise ValueError(f"bad PNG size {width}x{height}")
-    channels = _PNG_CHANNELS[color]
-    bpp = 2 * channels
-    raw = zlib.decompress(b"".join(idat))
-    need = height * (1 + width * bpp)
-    if len(raw) < need:
-        raise ValueError("PNG image data is truncated")
-    rows = np.frombuffer(raw, np.uint8, count=need).reshape(height, 1 + width * bpp)
-    plain = np.ascontiguousarray(_unfilter(rows, height, width, bpp))
-    samples = plain.view(">u2").reshape(height, width, channels).astype(np.uint16)
-    key_alpha = None
-    if trns is not None and channels in (1, 3) and len(trns) == bpp:
-        key = np.frombuffer(trns, ">u2")
-        key_alpha = np.where((samples == key).all(axis=2), 0, 65535).astype(np.uint16)
-    return samples, key_alpha, orientation
-
-
-def _encode_png16(samples: np.ndarray) -> bytes:
-    """Encode uint16 H x W x C (C = 1..4) as a 16-bit PNG, choosing a filter per row."""
-    height, width, channels = samples.shape
-    color = {v: k for k, v in _PNG_CHANNELS.items()}[channels]
-    bpp = 2 * channels
-    raw = samples.astype(">u2").view(np.uint8).reshape(height, width * bpp).astype(np.int16)
-    a, b, c = np.zeros_like(raw), np.zeros_like(raw), np.zeros_like(raw)
-    a[:, bpp:] = raw[:, :-bpp]
-    b[1:] = raw[:-1]
-    c[1:, bpp:] = raw[:-1, :-bpp]
-    preds = (np.zeros_like(raw), a, b, (a + b) >> 1, _paeth(a, b, c))
-    cands = np.stack([(raw - pred) & 255 for pred in preds])  # residuals for filters 0-4
-    best = np.minimum(cands, 256 - cands).sum(axis=2).argmin(axis=0)  # min sum of |residual|
-    filt = cands[best, np.arange(height)].astype(np.uint8)
-    body = np.concatenate([best.astype(np.uint8)[:, None], filt], axis=1).tobytes()
-
-    def chunk(ctype: bytes, data: bytes) -> bytes:
-        crc = struct.pack(">I", zlib.crc32(ctype + data))
-        return struct.pack(">I", len(data)) + ctype + data + crc
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 16, color, 0, 0, 0)
-    return (
-        _PNG_SIG
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(body, 6))
-        + chunk(b"IEND", b"")
-    )
-
-
-def _png16_color_type(data: bytes) -> int | None:
-    """Colour type of a 16-bit PNG from its IHDR, or None if not a 16-bit PNG."""
-    if len(data) >= 33 and data.startswith(_PNG_SIG) and data[12:16] == b"IHDR":
-        return data[25] if data[24] == 16 else None
-    return None
+# --------------------------------------------------------------------------- reading
 
 
 def _orient(arr: np.ndarray, orientation: int) -> np.ndarray:
@@ -256,29 +157,56 @@ def _orient(arr: np.ndarray, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(op(arr) if op else arr)
 
 
-# --------------------------------------------------------------------------- reading
+def _png16_color_type(data: bytes) -> int | None:
+    """Colour type of a 16-bit PNG from its IHDR, or None if not a 16-bit PNG."""
+    if len(data) >= 33 and data.startswith(_PNG_SIG) and data[12:16] == b"IHDR":
+        return data[25] if data[24] == 16 else None
+    return None
 
 
-def _picture_from_samples(samples: np.ndarray, alpha: np.ndarray | None, depth: int) -> Picture:
+def _picture_from_samples(samples: np.ndarray, alpha: np.ndarray | None, depth: int,
+                          meta: ImageMeta | None) -> Picture:
     scale = np.float32(65535.0 if depth == 16 else 255.0)
     pixels = samples.astype(np.float32) / scale
     alpha_f = None if alpha is None else alpha.astype(np.float32) / scale
-    return Picture(pixels=pixels, alpha=alpha_f, bit_depth=depth)
+    return Picture(pixels=pixels, alpha=alpha_f, bit_depth=depth, meta=meta)
 
 
-def _read_png16(data: bytes) -> Picture:
-    samples, key_alpha, orientation = _decode_png16(data)
-    samples = _orient(samples, orientation)
-    key_alpha = None if key_alpha is None else _orient(key_alpha, orientation)
-    if samples.shape[2] in (2, 4):
-        return _picture_from_samples(samples[:, :, :-1], samples[:, :, -1], 16)
-    return _picture_from_samples(samples, key_alpha, 16)
+def _metadata(img: Image.Image) -> tuple[ImageMeta, int]:
+    """(the file's metadata with the EXIF orientation reset to 1, that orientation)."""
+    exif = img.getexif()  # the image's own: exif_transpose reads its orientation later
+    orientation = int(exif.get(_ORIENTATION_TAG, 1))
+    exif_bytes = None
+    if len(exif):
+        kept = Image.Exif()
+        kept.load(exif.tobytes())
+        if _ORIENTATION_TAG in kept:
+            kept[_ORIENTATION_TAG] = 1
+        exif_bytes = kept.tobytes()
+    dpi = img.info.get("dpi")
+    # a PNG's text chunks before its image data (those after it would need a full decode)
+    text = {k: str(v) for k, v in img.info.items() if isinstance(v, str)}
+    return ImageMeta(icc_profile=img.info.get("icc_profile") or None, exif=exif_bytes,
+                     dpi=tuple(float(d) for d in dpi) if dpi else None,
+                     text=text if img.format == "PNG" else {}), orientation
 
 
-def _read_pillow(data: bytes) -> Picture:
-    with Image.open(io.BytesIO(data)) as opened:
-        opened.load()
-        img = ImageOps.exif_transpose(opened)
+def _read_png16(data: bytes, meta: ImageMeta, orientation: int, gray: bool) -> Picture:
+    """A 16-bit colour or gray+alpha PNG through libpng (imagecodecs): [H, W, C] uint16,
+    RGB order; a tRNS colour key arrives as an alpha channel."""
+    import imagecodecs
+
+    samples = _orient(imagecodecs.png_decode(data), orientation)
+    if samples.ndim == 2:
+        samples = samples[:, :, None]
+    colour = 1 if gray else 3
+    alpha = samples[:, :, colour] if samples.shape[2] > colour else None
+    return _picture_from_samples(samples[:, :, :colour], alpha, 16, meta)
+
+
+def _read_pillow(img: Image.Image, meta: ImageMeta) -> Picture:
+    img.load()
+    img = ImageOps.exif_transpose(img)
     mode = img.mode
     if mode in _MODES_16:
         arr = np.asarray(img)
@@ -287,7 +215,7 @@ def _read_pillow(data: bytes) -> Picture:
         if isinstance(trns, int):
             alpha = np.where(arr == trns, 0, 65535).astype(np.uint16)
         samples = np.clip(arr, 0, 65535).astype(np.uint16)[:, :, None]
-        return _picture_from_samples(samples, alpha, 16)
+        return _picture_from_samples(samples, alpha, 16, meta)
     if mode == "F":
         raise ValueError("floating-point images are not supported")
     if mode == "1":
@@ -308,15 +236,27 @@ def _read_pillow(data: bytes) -> Picture:
     if arr.ndim == 2:
         arr = arr[:, :, None]
     if img.mode in ("LA", "RGBA"):
-        return _picture_from_samples(arr[:, :, :-1], arr[:, :, -1], 8)
-    return _picture_from_samples(arr, None, 8)
+        return _picture_from_samples(arr[:, :, :-1], arr[:, :, -1], 8, meta)
+    return _picture_from_samples(arr, None, 8, meta)
 
 
-def read_image(path: str | os.PathLike[str]) -> Picture:
-    """Read an image file into a Picture (EXIF orientation applied).
+def _open_heif_plugin(path: Path) -> None:
+    """Register pillow-heif's opener for a .heic / .heif file, or say what to install."""
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError as exc:
+        raise ImageReadError(f"cannot read image {path}: HEIC/HEIF needs the photos extra: "
+                             "pip install 'fastdiffsr[photos]'") from exc
+    register_heif_opener()
 
-    Raises ImageReadError (naming the path) for unsupported suffixes and for missing,
-    empty, truncated or corrupt files.
+
+def read_image(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> Picture:
+    """Read an image file into a Picture (EXIF orientation applied, metadata in ``meta``).
+
+    The header's size is checked before any pixel is decoded: more than ``max_pixels``
+    declared pixels (or a file over ``MAX_FILE_BYTES``) is an ImageReadError naming the file
+    and the size. Raises ImageReadError (naming the path) for unsupported suffixes and for
+    missing, empty, truncated or corrupt files.
     """
     path = Path(path)
     if not is_image_file(path):
@@ -324,13 +264,28 @@ def read_image(path: str | os.PathLike[str]) -> Picture:
             f"cannot read image {path}: unsupported suffix {path.suffix!r} "
             f"(supported: {', '.join(SUPPORTED_SUFFIXES)})"
         )
+    if path.suffix.lower() in _HEIF_SUFFIXES:
+        _open_heif_plugin(path)
     try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise ValueError(f"file of {size:,} bytes is over the {MAX_FILE_BYTES:,} limit")
         data = path.read_bytes()
         if not data:
             raise ValueError("file is empty")
-        if _png16_color_type(data) in (2, 4, 6):
-            return _read_png16(data)
-        return _read_pillow(data)
+        with warnings.catch_warnings():  # the size is checked below, against max_pixels
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+        with img:
+            w, h = img.size
+            if w * h > max_pixels or w * h == 0:
+                raise ValueError(f"declares {w} x {h} pixels ({w * h / 1e6:.1f} MP), outside "
+                                 f"1 .. {max_pixels:,} (the max_pixels limit)")
+            meta, orientation = _metadata(img)
+            color = _png16_color_type(data)
+            if img.format == "PNG" and color in (2, 4, 6):
+                return _read_png16(data, meta, orientation, gray=color == 4)
+            return _read_pillow(img, meta)
     except FileNotFoundError as exc:
         raise ImageReadError(f"cannot read image {path}: file not found") from exc
     except Image.UnidentifiedImageError as exc:  # its message names an anonymous BytesIO
@@ -349,8 +304,81 @@ def _quantize(x: np.ndarray, depth: int) -> np.ndarray:
     return q.astype(np.uint16 if depth == 16 else np.uint8)
 
 
+def output_meta(meta: ImageMeta, width: int, height: int, scale: float) -> ImageMeta:
+    """The source's metadata for an upscaled copy: the same profile and text, the EXIF's pixel
+    dimensions set to the new size, and the DPI times ``scale`` (same print size)."""
+    exif = meta.exif
+    if exif is not None:
+        tags = Image.Exif()
+        tags.load(exif)
+        sub = tags.get_ifd(_EXIF_IFD)
+        if _PIXEL_X_DIMENSION in sub or _PIXEL_Y_DIMENSION in sub:
+            sub[_PIXEL_X_DIMENSION], sub[_PIXEL_Y_DIMENSION] = width, height
+        exif = tags.tobytes()
+    dpi = None if meta.dpi is None else (meta.dpi[0] * scale, meta.dpi[1] * scale)
+    return replace(meta, exif=exif, dpi=dpi)
+
+
+def _png_chunk(ctype: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + ctype + body + struct.pack(">I", zlib.crc32(ctype + body))
+
+
+def _png_meta_chunks(meta: ImageMeta) -> bytes:
+    """iCCP, pHYs, eXIf and tEXt / iTXt chunks for ``meta`` (PNG spec 1.2 / 3rd edition)."""
+    chunks = b""
+    if meta.icc_profile:
+        chunks += _png_chunk(b"iCCP", b"icc\0\0" + zlib.compress(meta.icc_profile))
+    if meta.dpi:
+        per_metre = [round(d / 0.0254) for d in meta.dpi]
+        chunks += _png_chunk(b"pHYs", struct.pack(">IIB", *per_metre, 1))
+    if meta.exif:
+        chunks += _png_chunk(b"eXIf", meta.exif.removeprefix(b"Exif\0\0"))
+    for key, value in meta.text.items():
+        try:
+            chunks += _png_chunk(b"tEXt", key.encode("latin-1") + b"\0" + value.encode("latin-1"))
+        except UnicodeEncodeError:
+            chunks += _png_chunk(b"iTXt", key.encode("utf-8", "replace")[:79] + b"\0\0\0\0\0"
+                                 + value.encode("utf-8"))
+    return chunks
+
+
+def _encode_png16(samples: np.ndarray, meta: ImageMeta | None) -> bytes:
+    """16-bit gray+alpha, RGB or RGBA PNG by libpng (imagecodecs), the metadata chunks put
+    after IHDR (imagecodecs writes none)."""
+    import imagecodecs
+
+    data = imagecodecs.png_encode(np.ascontiguousarray(samples if samples.shape[2] > 1
+                                                       else samples[:, :, 0]))
+    if meta is None:
+        return data
+    after_ihdr = len(_PNG_SIG) + 8 + 13 + 4
+    return data[:after_ihdr] + _png_meta_chunks(meta) + data[after_ihdr:]
+
+
+def _save_kwargs(fmt: str, meta: ImageMeta | None, quality: int) -> dict:
+    """Pillow's save arguments: quality, and the metadata the format holds."""
+    kwargs: dict = {"quality": quality} if fmt in ("JPEG", "WEBP", "AVIF") else {}
+    if meta is None:
+        return kwargs
+    if meta.icc_profile and fmt in ("PNG", "JPEG", "WEBP", "TIFF", "AVIF"):
+        kwargs["icc_profile"] = meta.icc_profile
+    if meta.exif and fmt in ("PNG", "JPEG", "WEBP", "TIFF", "AVIF"):
+        kwargs["exif"] = meta.exif
+    if meta.dpi and fmt in ("PNG", "JPEG", "TIFF", "BMP"):
+        kwargs["dpi"] = meta.dpi
+    if meta.text and fmt == "PNG":
+        from PIL import PngImagePlugin
+
+        info = PngImagePlugin.PngInfo()
+        for key, value in meta.text.items():
+            info.add_itxt(key, value)
+        kwargs["pnginfo"] = info
+    return kwargs
+
+
 def _encode(picture: Picture, fmt: str, quality: int) -> bytes:
-    """Encode `picture` in Pillow format `fmt` (or our 16-bit PNG writer)."""
+    """Encode ``picture`` (and its metadata) in Pillow format ``fmt`` (16-bit colour and
+    gray+alpha PNG through libpng)."""
     alpha = picture.alpha if fmt in _ALPHA_FORMATS else None
     gray = picture.is_gray
     depth16 = picture.bit_depth == 16 and (
@@ -359,28 +387,28 @@ def _encode(picture: Picture, fmt: str, quality: int) -> bytes:
     if depth16 and not (gray and alpha is None):
         # 16-bit RGB, RGBA or gray+alpha PNG: Pillow cannot write these.
         planes = [picture.pixels] if alpha is None else [picture.pixels, alpha[:, :, None]]
-        return _encode_png16(_quantize(np.concatenate(planes, axis=2), 16))
+        return _encode_png16(_quantize(np.concatenate(planes, axis=2), 16), picture.meta)
     if depth16:
         img = Image.fromarray(_quantize(picture.pixels[:, :, 0], 16))  # mode "I;16"
     else:
         arr = _quantize(picture.pixels, 8)
         if alpha is not None:
             arr = np.concatenate([arr, _quantize(alpha, 8)[:, :, None]], axis=2)
-        if gray and fmt == "WEBP":  # WebP has no gray mode
+        if gray and fmt in ("WEBP", "AVIF"):  # no gray mode
             arr = np.concatenate([arr[:, :, :1]] * 3 + [arr[:, :, 1:]], axis=2)
         img = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)
     buf = io.BytesIO()
-    kwargs = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
-    img.save(buf, format=fmt, **kwargs)
+    img.save(buf, format=fmt, **_save_kwargs(fmt, picture.meta, quality))
     return buf.getvalue()
 
 
 def write_image(path: str | os.PathLike[str], picture: Picture, quality: int = 95) -> Path:
-    """Write `picture` atomically; the format comes from the suffix. Returns the path.
+    """Write ``picture`` atomically; the format comes from the suffix. Returns the path.
 
     PNG keeps 16 bits and alpha; TIFF keeps alpha and 16 bits for gray without alpha;
-    WebP keeps alpha (8-bit, gray stored as RGB); JPEG and BMP are 8-bit without alpha.
-    `quality` (1-100) applies to JPEG and WebP. Parent directories are created.
+    WebP and AVIF keep alpha (8-bit, gray stored as RGB); JPEG and BMP are 8-bit without
+    alpha. ``picture.meta`` (ICC profile, EXIF, DPI, PNG text) goes where the format holds it.
+    ``quality`` (1-100) applies to JPEG, WebP and AVIF. Parent directories are created.
     """
     path = Path(path)
     fmt = _FORMATS.get(path.suffix.lower())
