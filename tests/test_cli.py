@@ -325,3 +325,48 @@ def test_upscale_help_lists_the_models_and_every_default(capsys):
     for flag in ("--tile", "--tile-overlap", "--seed", "--ext", "--suffix", "--threads"):
         assert flag in text
     assert "(default: results)" in text and "(default: auto)" in text
+
+
+# ----------------------------------------------------------------------------- output safety
+
+
+def _photos(folder: Path, names: list[str]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(names):
+        Image.fromarray(np.full((H, W, 3), 40 * i, np.uint8)).save(folder / name)
+    return folder
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.parametrize(("names", "extra", "why"), [
+    (["a.png", "a.PNG"], [], "would both be written to"),
+    (["b.png", "b.jpg"], ["--ext", "png"], "would both be written to"),
+    (["c.png"], ["--suffix", ""], "an input"),  # -o is the input folder
+    (["d.jpg", "d.png"], ["--suffix", "", "--ext", "png"], "an input"),  # d.jpg -> d.png
+])
+def test_outputs_never_replace_inputs_or_each_other(tmp_path, capsys, names, extra, why):
+    folder = _photos(tmp_path / "in", names)
+    if len({n.lower() for n in names}) < len(names) and len(list(folder.iterdir())) < len(names):
+        pytest.skip("this file system folds case: a.png and a.PNG are one file")
+    before = _snapshot(folder)
+    out = folder if "an input" in why else tmp_path / "out"
+    code, _, err = _run(capsys, "upscale", "-i", folder, "-o", out, "-n", "bicubic", *extra)
+    assert code == 2 and why in err and len(err.strip().splitlines()) == 1
+    assert _snapshot(folder) == before
+    assert not (tmp_path / "out").exists()
+
+
+def test_existing_outputs_need_overwrite(tmp_path, capsys):
+    folder = _photos(tmp_path / "in", ["e.png", "f.png"])
+    out = tmp_path / "out"
+    assert _run(capsys, "upscale", "-i", folder, "-o", out, "-n", "bicubic")[0] == 0
+    (out / "e_out.png").write_bytes(b"mine")
+    code, _, err = _run(capsys, "upscale", "-i", folder, "-o", out, "-n", "bicubic")
+    assert code == 2 and "e_out.png and 1 more already exist(s): add --overwrite" in err
+    assert (out / "e_out.png").read_bytes() == b"mine"
+    code, _, _ = _run(capsys, "upscale", "-i", folder, "-o", out, "-n", "bicubic", "--overwrite")
+    assert code == 0 and read_image(out / "e_out.png").pixels.shape == (4 * H, 4 * W, 3)
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left

@@ -140,6 +140,8 @@ def _add_upscale(sub) -> None:
     p.add_argument("--max-megapixels", type=integer(1, 10_000), default=50,
                    help="refuse inputs whose header declares more pixels (decompression bombs)")
     p.add_argument("--suffix", default="out", help="output name suffix ('' for none)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing outputs (never an input)")
     p.add_argument("-q", "--quiet", action="store_true",
                    help="no progress bars (they are off anyway when stderr is not a terminal)")
 

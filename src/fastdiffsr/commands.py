@@ -11,7 +11,7 @@ from tqdm import tqdm
 from .api import upscale_picture
 from .bench import bench_model, bench_table, fresh_process_peak_mb, matmul_gflops, time_upscale
 from .errors import UsageError
-from .imageio import SUPPORTED_SUFFIXES, Picture, is_image_file, read_image, write_image
+from .imageio import SUPPORTED_SUFFIXES, is_image_file, read_image, write_image
 from .upscaler import UpscaleOptions, Upscaler
 from .zoo import load_model, model_provenance, resolve
 
@@ -56,17 +56,39 @@ def input_files(path: Path) -> list[Path]:
     return [path]
 
 
-def output_path(src: Path, out_dir: Path, pic: Picture, ext: str, suffix: str) -> Path:
-    """``<stem>_<suffix>.<ext>``; 'auto' keeps the input's format, but 16-bit goes to PNG and
-    HEIC / HEIF (read-only here) to JPEG."""
+def output_path(src: Path, out_dir: Path, ext: str, suffix: str) -> Path:
+    """``<stem>_<suffix>.<ext>``; 'auto' keeps the input's format (the formats that hold 16
+    bits keep them), HEIC / HEIF (read-only here) go to JPEG."""
     if ext == "auto":
         ext = src.suffix.lower().lstrip(".")
         if ext in ("heic", "heif"):
             ext = "jpg"
-        if pic.bit_depth == 16 and ext not in ("png", "tif", "tiff"):
-            ext = "png"
     stem = f"{src.stem}_{suffix}" if suffix else src.stem
     return out_dir / f"{stem}.{ext}"
+
+
+def plan_outputs(files: list[Path], args) -> dict[Path, Path]:
+    """Input -> output for the whole job, checked before any work: no output replaces an input
+    (its own or another's), no two inputs write one output (names compared case-blind, as
+    some file systems do), and no existing file is replaced without ``--overwrite``."""
+    plan = {src: output_path(src, args.output, args.ext, args.suffix) for src in files}
+    inputs = {src.resolve() for src in files}
+    seen: dict[str, Path] = {}
+    for src, dst in plan.items():
+        if dst.resolve() in inputs:
+            raise UsageError(f"{src} would be written to {dst}, an input: choose another "
+                             "-o/--output or --suffix")
+        key = str(dst.resolve()).casefold()
+        if key in seen:
+            raise UsageError(f"{seen[key]} and {src} would both be written to {dst}: rename one "
+                             "or upscale them separately")
+        seen[key] = src
+    existing = [dst for dst in plan.values() if dst.exists()]
+    if existing and not args.overwrite:
+        more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
+        raise UsageError(f"{existing[0]}{more} already exist(s): add --overwrite to replace, or "
+                         "choose another -o/--output or --suffix")
+    return plan
 
 
 def upscale_files(args) -> int:
@@ -74,6 +96,7 @@ def upscale_files(args) -> int:
     Progress bars (files, and tiles with time left) go to stderr when it is a terminal."""
     opts = _options(args)
     files = input_files(args.input)
+    plan = plan_outputs(files, args)
     model = load_model(args.model, args.device)
     warn_ignored(args, model)
     check_tile(args, model)
@@ -85,8 +108,7 @@ def upscale_files(args) -> int:
             pic = read_image(src, max_pixels=args.max_megapixels * 1_000_000)
             with tqdm(unit="tile", desc=src.name, leave=False, disable=quiet) as tiles:
                 out = upscale_picture(model, pic, opts, progress=_tile_progress(tiles))
-            dst = write_image(output_path(src, args.output, pic, args.ext, args.suffix), out,
-                              args.quality)
+            dst = write_image(plan[src], out, args.quality)
             bar.write(f"{src} -> {dst}")
         except Exception as e:  # report, skip, keep going; the exit code says it failed
             failures.append((src, f"{type(e).__name__}: {e}"))
