@@ -279,3 +279,71 @@ def test_shipped_files_use_the_current_key_names() -> None:
     for name in available_models():
         config = json.loads(read_metadata(WEIGHTS_DIR / f"{name}.safetensors")["config"])
         assert not {"steps", "train_timesteps", "diffusion_steps"} & set(config)
+
+
+# ----------------------------------------------------------------------------- hostile files
+
+
+def _with(rdsr_file: Path, tmp_path: Path, name: str, config: dict | None = None,
+          tensors: dict | None = None) -> Path:
+    """rdsr_file with config keys replaced and / or tensors replaced, as a new file."""
+    state, meta = _tensors_and_meta(rdsr_file)
+    cfg = {**json.loads(meta["config"]), **(config or {})}
+    path = tmp_path / f"{name}.safetensors"
+    save_file({**state, **(tensors or {})}, path, metadata={**meta, "config": json.dumps(cfg)})
+    return path
+
+
+@pytest.mark.parametrize(("name", "config", "message"), [
+    ("blocks", {"blocks": 1_000_000}, r"RDSRConfig.blocks = 1000000 is outside \[1, 256\]"),
+    ("channels", {"channels": 20000}, "RDSRConfig.channels = 20000 is outside"),
+    ("width", {"denoiser_width": 100000}, "denoiser_width = 100000 is outside"),
+    ("timesteps", {"timesteps": 10**9}, "timesteps = 1000000000 is outside"),
+    ("nan_scale", {"beta_end": float("nan")}, "beta_end = nan is outside"),
+    ("bool", {"blocks": True}, "blocks must be int, got True"),
+    ("in_range_but_huge", {"channels": 1024, "blocks": 256},
+     "asks for 3,497,167,976 parameters, over the 1,000,000,000 limit"),
+    ("in_range_but_not_the_file", {"channels": 16}, "its tensors do not match its config"),
+])
+def test_hostile_configs_are_refused_before_anything_is_allocated(rdsr_file, tmp_path, name,
+                                                                  config, message):
+    """Within a second and without growing the process: the config's ranges, then the
+    parameter count and shapes a meta-device build gives, checked against the file's header."""
+    import resource
+    import time
+
+    path = _with(rdsr_file, tmp_path, name, config=config)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    with pytest.raises(ModelFileError, match=message):
+        load_model(path)
+    assert time.perf_counter() - start < 1.0
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200 * 1024  # KiB
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    (float("nan"), "holds NaN or infinite values"), (float("inf"), "holds NaN or infinite")])
+def test_non_finite_weights_are_refused_naming_the_tensor(rdsr_file, tmp_path, value, message):
+    state, _ = _tensors_and_meta(rdsr_file)
+    key = next(k for k in state if k.endswith("weight"))
+    bad = state[key].clone()
+    bad.view(-1)[0] = value
+    error = _assert_load_fails(_with(rdsr_file, tmp_path, "nan", tensors={key: bad}))
+    assert key in error and message in error
+
+
+def test_wrong_dtype_is_refused(rdsr_file, tmp_path):
+    state, _ = _tensors_and_meta(rdsr_file)
+    key = next(k for k in state if k.endswith("weight"))
+    error = _assert_load_fails(_with(rdsr_file, tmp_path, "dtype",
+                                     tensors={key: state[key].to(torch.float64)}))
+    assert f"tensor {key} is torch.float64, expected torch.float32" in error
+
+
+def test_non_finite_output_is_an_error_not_an_image(tmp_path, capsys):
+    from fastdiffsr.errors import NonFiniteOutputError
+    from fastdiffsr.upscaler import upscale_tensor
+
+    model = Bicubic(BicubicConfig())
+    with pytest.raises(NonFiniteOutputError, match="NaN or infinite"):
+        upscale_tensor(model, torch.full((1, 3, 8, 8), float("nan")))

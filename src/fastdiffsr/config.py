@@ -2,14 +2,19 @@
 
 A field declared with ``metadata=PATH`` holds a file or folder path; ``from_dict`` with a
 ``base`` folder (the config file's) resolves a relative path written in the table against it.
+
+Model configs bound every number they hold (``check_ranges`` with the class's ``RANGES``): a
+model file cannot ask for a billion blocks before anything is built.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,6 +27,18 @@ PATH = {"path": True}  # dataclass field metadata: the value is a path
 
 class ConfigError(ValueError):
     """A config file or table does not match its dataclass."""
+
+
+def check_ranges(cfg: Any, ranges: Mapping[str, tuple[float, float]]) -> None:
+    """ValueError naming the first field of ``cfg`` outside its [lo, hi] (each element of a
+    tuple field); booleans, NaN and non-numbers are outside every range."""
+    for name, (lo, hi) in ranges.items():
+        value = getattr(cfg, name)
+        for v in value if isinstance(value, tuple) else (value,):
+            number = isinstance(v, int | float) and not isinstance(v, bool)
+            if not number or not math.isfinite(v) or not lo <= v <= hi:
+                raise ValueError(f"{type(cfg).__name__}.{name} = {value!r} is outside "
+                                 f"[{lo:g}, {hi:g}]")
 
 
 def from_dict(cls: type[T], data: dict[str, Any], where: str = "", base: Path | None = None

@@ -18,6 +18,10 @@ class OptionError(ValueError):
     """An upscale option out of its range, unknown, or a tile plan that makes no sense."""
 
 
+class NonFiniteOutputError(ValueError):
+    """A model produced NaN or infinite values: nothing is written."""
+
+
 class DeployError(RuntimeError):
     """The deploy extra is missing, or a model cannot be exported; the message says what to do."""
 
@@ -27,4 +31,4 @@ class UsageError(Exception):
 
 
 USER_ERRORS = (ModelFileError, ImageReadError, ConfigError, FileNotFoundError, DeployError,
-               OptionError, UsageError)
+               OptionError, UsageError, NonFiniteOutputError)

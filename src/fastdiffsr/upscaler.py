@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .errors import OptionError
+from .errors import NonFiniteOutputError, OptionError
 from .tiling import TileFn, auto_tile_size, pad_to_requirements, tile_starts, tiled_apply
 
 MAX_TILES = 4096  # tiles per image: beyond this a plan is a mistake (a tiny --tile), not a job
@@ -212,6 +212,9 @@ def upscale_tensor(
         y = tiled_apply(fn, inputs, tile, overlap, model.scale,
                         batch_size=opts.batch_tiles, bytes_per_lr_pixel=model.bytes_per_lr_pixel,
                         memory_budget=opts.memory_budget, progress=_cancellable(progress))
+    if not torch.isfinite(y).all():
+        raise NonFiniteOutputError(f"the {model.method} model produced NaN or infinite values "
+                                   "(broken weights?): nothing is returned")
     return y[..., : h * model.scale, : w * model.scale].float()
 
 

@@ -31,6 +31,7 @@ FORMAT = "fastdiffsr"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_MODEL = "rdsr-x4"
 ALIASES = {"bicubic": "bicubic-x4"}
+MAX_PARAMS = 1_000_000_000  # a model file asking for more is refused before anything is built
 
 # The registry: method name -> the module (a ``Method``) that builds its inference model,
 # imported when a model of that method is loaded.
@@ -137,12 +138,17 @@ def load_model(
     meta = read_metadata(path)
     name = meta["method"]
     try:
-        model = method(name).build(method_config(name, json.loads(meta["config"])))
+        build = method(name).build
+        cfg = method_config(name, json.loads(meta["config"]))  # every number in its range
+        expected = _expected_tensors(build, cfg, path)
+        model = build(cfg)  # as large as the file's own tensors, no larger
         state = {}
         with safe_open(str(path), framework="pt") as f:
             for key in f.keys():  # noqa: SIM118 (safe_open is not a dict)
-                state[key] = f.get_tensor(key)
+                state[key] = _checked(f.get_tensor(key), key, expected[key], path)
         model.load_state_dict(state)
+    except ModelFileError:
+        raise
     except (ConfigError, json.JSONDecodeError, TypeError, ValueError, RuntimeError, KeyError) as e:
         raise ModelFileError(f"{path}: weights do not match method '{name}': {e}") from e
     if deploy:
@@ -154,6 +160,52 @@ def header_params(path: Path) -> int:
     """Parameters stored in a model file, from its header's shapes (no tensor is read)."""
     with safe_open(str(path), framework="numpy") as f:
         return sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())  # noqa: SIM118
+
+
+def _expected_tensors(build, cfg: Any, path: Path) -> dict[str, torch.Tensor]:
+    """The model's state (shapes and dtypes, no data: built on the meta device), in its
+    training form or, if the file holds that, its deployed form (BI-DiffSR's packed bits);
+    refused above ``MAX_PARAMS`` or when the file's header stores other tensors: only then is
+    the real model built, so a config cannot make it allocate more than the file holds."""
+    import torch
+
+    with torch.device("meta"):
+        model = build(cfg)
+    expected = model.state_dict()
+    params = sum(t.numel() for t in expected.values())
+    if params > MAX_PARAMS:
+        raise ModelFileError(f"{path}: its config asks for {params:,} parameters, over the "
+                             f"{MAX_PARAMS:,} limit")
+    with safe_open(str(path), framework="numpy") as f:
+        stored = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+
+    def differs() -> bool:
+        return stored != {k: tuple(t.shape) for k, t in expected.items()}
+
+    if stored.keys() != expected.keys():  # other names: the deployed form?
+        with torch.device("meta"):
+            model.fuse()
+        expected = model.state_dict()
+    if differs():
+        missing = sorted(expected.keys() - stored.keys())
+        extra = sorted(stored.keys() - expected.keys())
+        wrong = sorted(k for k in stored.keys() & expected.keys()
+                       if stored[k] != tuple(expected[k].shape))
+        raise ModelFileError(f"{path}: its tensors do not match its config (missing "
+                             f"{missing[:3]}, unexpected {extra[:3]}, other shape {wrong[:3]})")
+    return expected
+
+
+def _checked(tensor: torch.Tensor, key: str, expected: torch.Tensor, path: Path) -> torch.Tensor:
+    """``tensor`` if its dtype is the model's and its values are finite, else ModelFileError
+    naming the file and the tensor."""
+    import torch
+
+    if tensor.dtype != expected.dtype:
+        raise ModelFileError(f"{path}: tensor {key} is {tensor.dtype}, expected {expected.dtype}")
+    if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+        raise ModelFileError(f"{path}: tensor {key} holds NaN or infinite values")
+    return tensor
 
 
 def model_provenance(name_or_path: str | Path) -> dict:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
+from ..config import check_ranges
 from ..resize import imresize
 from ..upscaler import Upscaler
 
@@ -13,6 +14,9 @@ from ..upscaler import Upscaler
 @dataclass(frozen=True)
 class BicubicConfig:
     scale: int = 4
+
+    def __post_init__(self) -> None:
+        check_ranges(self, {"scale": (1, 16)})
 
 
 class Bicubic(Upscaler):

@@ -23,11 +23,13 @@ with ``decode_latent``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import check_ranges
 from .layers import (
     Downsample,
     PixelAttention,
@@ -48,7 +50,10 @@ class DecoderConfig:
     channels: int = 32  # light: width at latent resolution, halved by every x2 upsampling
     blocks: int = 2  # light: residual blocks at latent resolution
 
+    RANGES: ClassVar = {"channels": (1, 1024), "blocks": (0, 64)}
+
     def __post_init__(self) -> None:
+        check_ranges(self, self.RANGES)
         if self.kind not in DECODERS:
             raise ValueError(f"decoder kind must be one of {DECODERS}, got {self.kind!r}")
 
@@ -64,6 +69,16 @@ class AutoencoderConfig:
     groups: int = 8  # GroupNorm groups
     scaling_factor: float = 1.0
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
+
+    RANGES: ClassVar = {"in_channels": (1, 4), "base_channels": (1, 1024),
+                        "channel_mults": (1, 64), "blocks_per_level": (1, 16),
+                        "latent_channels": (1, 256), "groups": (1, 1024),
+                        "scaling_factor": (1e-6, 1e6)}
+
+    def __post_init__(self) -> None:
+        check_ranges(self, self.RANGES)
+        if not 1 <= len(self.channel_mults) <= 6:
+            raise ValueError(f"1 to 6 levels, got channel_mults = {self.channel_mults}")
 
     @property
     def downsample_factor(self) -> int:

@@ -11,10 +11,13 @@ one by one (``explicit=True``, the textbook unfused path) or convolves with the 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ..config import check_ranges
 
 _SOBEL_X = torch.tensor([[1.0, 0, -1], [2, 0, -2], [1, 0, -1]])
 _LAPLACIAN = torch.tensor([[0.0, 1, 0], [1, -4, 1], [0, 1, 0]])
@@ -27,6 +30,11 @@ class RepBranches:
     identity: bool = True
     expand: int = 0  # width multiplier of the 1x1 -> 3x3 branch; 0 disables it
     edges: bool = True
+
+    RANGES: ClassVar = {"expand": (0, 16)}
+
+    def __post_init__(self) -> None:
+        check_ranges(self, self.RANGES)
 
 
 class RepConv(nn.Module):

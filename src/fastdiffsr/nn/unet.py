@@ -28,11 +28,13 @@ a second self-attention layer in its place, to match SD's depth and size.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import check_ranges
 from .layers import (
     Downsample,
     ResBlock,
@@ -62,6 +64,18 @@ class UNetConfig:
     transformer_depth: int = 1
     extra_self_attention: bool = False  # a second self-attention where SD cross-attends to text
     unshuffle: int = 1  # u: the levels run on pixel-unshuffle(x, u), [B, in u^2, h/u, w/u]
+
+    RANGES: ClassVar = {"in_channels": (1, 1024), "out_channels": (1, 1024),
+                        "base_channels": (1, 2048), "channel_mults": (1, 64),
+                        "blocks_per_level": (1, 16), "attention_levels": (0, 7),
+                        "heads": (1, 64), "groups": (1, 1024), "dropout": (0, 1),
+                        "time_embed_mult": (1, 16), "transformer_depth": (1, 16),
+                        "unshuffle": (1, 16)}
+
+    def __post_init__(self) -> None:
+        check_ranges(self, self.RANGES)
+        if not 1 <= len(self.channel_mults) <= 8:
+            raise ValueError(f"1 to 8 levels, got channel_mults = {self.channel_mults}")
 
     @property
     def downsample_factor(self) -> int:

@@ -52,11 +52,13 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ...config import check_ranges
 from ...diffusion.sampling import ddim_timesteps, q_sample, sample
 from ...diffusion.schedules import alphas_cumprod, linear_betas
 from ...nn.binary import (
@@ -100,12 +102,19 @@ class BIDiffSRConfig:
     unshuffle: int = 1  # the UNet runs on PixelUnshuffle_u of its HR input (1: at HR resolution)
     binarize: bool = True  # False: the full-precision twin (real activations and weights)
 
+    RANGES: ClassVar = {"scale": (1, 8), "channels": (1, 1024), "channel_mults": (1, 64),
+                        "res_blocks": (1, 32), "norm_groups": (1, 1024), "dropout": (0, 1),
+                        "fp_levels": (0, 16), "timestep_groups": (1, 64),
+                        "timesteps": (1, 10_000), "beta_start": (0, 1), "beta_end": (0, 1),
+                        "sampling_steps": (1, 10_000), "unshuffle": (1, 16)}
+
     def __post_init__(self) -> None:
+        check_ranges(self, self.RANGES)
+        if len(self.channel_mults) > 8:
+            raise ValueError(f"at most 8 levels, got channel_mults = {self.channel_mults}")
         if self.prediction not in ("eps", "x0") or self.spacing not in ("leading", "trailing"):
             raise ValueError(f"prediction must be 'eps' or 'x0' and spacing 'leading' or "
                              f"'trailing', got {self.prediction!r} and {self.spacing!r}")
-        if self.unshuffle < 1:
-            raise ValueError(f"unshuffle must be >= 1, got {self.unshuffle}")
 
 
 class ResBlock(nn.Module):

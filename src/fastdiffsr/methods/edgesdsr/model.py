@@ -34,6 +34,7 @@ class EdgeSDSRConfig(YONOSConfig):
     conditioning: str = "both"  # one of CONDITIONINGS
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.conditioning not in CONDITIONINGS:
             raise ValueError(f"conditioning must be one of {CONDITIONINGS}, "
                              f"got {self.conditioning!r}")

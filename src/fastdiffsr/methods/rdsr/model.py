@@ -21,11 +21,13 @@ Three parts, all at LR resolution:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ...config import check_ranges
 from ...diffusion.sampling import sample
 from ...diffusion.schedules import alphas_cumprod, linear_betas
 from ...nn.reparam import RepBranches, RepConv
@@ -46,6 +48,14 @@ class RDSRConfig:
     timesteps: int = 4  # T
     beta_start: float = 0.1  # DiffIR's linear schedule
     beta_end: float = 0.99
+
+    RANGES: ClassVar = {"scale": (1, 8), "channels": (1, 1024), "blocks": (1, 256),
+                        "prior_dim": (1, 4096), "lpe_channels": (1, 1024), "lpe_stages": (0, 8),
+                        "denoiser_width": (1, 16384), "denoiser_layers": (1, 64),
+                        "timesteps": (1, 10_000), "beta_start": (0, 1), "beta_end": (0, 1)}
+
+    def __post_init__(self) -> None:
+        check_ranges(self, self.RANGES)
 
 
 class PriorEncoder(nn.Module):

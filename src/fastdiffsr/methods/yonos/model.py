@@ -25,10 +25,12 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
+from ...config import check_ranges
 from ...diffusion.sampling import ddim_timesteps, q_sample, sample
 from ...diffusion.schedules import alphas_cumprod, scaled_linear_betas
 from ...nn.autoencoder import AutoencoderConfig, KLAutoencoder
@@ -46,7 +48,10 @@ class LREncoderConfig:
     channels: int = 32  # lr_grid: width on the LR grid
     blocks: int = 2  # lr_grid: residual blocks
 
+    RANGES: ClassVar = {"channels": (1, 1024), "blocks": (0, 64)}
+
     def __post_init__(self) -> None:
+        check_ranges(self, self.RANGES)
         if self.kind not in LR_ENCODERS:
             raise ValueError(f"lr_encoder kind must be one of {LR_ENCODERS}, got {self.kind!r}")
 
@@ -62,6 +67,12 @@ class YONOSConfig:
     residual: bool = True  # x0_hat = z_lr + UNet(...); False: x0_hat = UNet(...)
     sampling_steps: int = 1  # default DDIM steps at inference
     lr_encoder: LREncoderConfig = field(default_factory=LREncoderConfig)
+
+    RANGES: ClassVar = {"scale": (1, 8), "timesteps": (1, 10_000), "beta_start": (0, 1),
+                        "beta_end": (0, 1), "sampling_steps": (1, 10_000)}
+
+    def __post_init__(self) -> None:
+        check_ranges(self, self.RANGES)
 
 
 def image_latent(autoencoder: KLAutoencoder, image: Tensor) -> Tensor:
