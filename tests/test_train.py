@@ -136,3 +136,56 @@ def test_a_stage_whose_needs_have_not_run_is_a_clear_error(tmp_path, train_folde
         run(cfg, tmp_path / "run", CPU, "diffusion", resume=False)
     with pytest.raises(ConfigError, match="unknown stage 'decoder'"):
         run(cfg, tmp_path / "run", CPU, "decoder", resume=False)
+
+
+# ----------------------------------------------------------------------------- faults
+
+
+def test_a_truncated_stage_file_runs_that_stage_again(tmp_path, train_folder, capsys) -> None:
+    """A stage's weights file cut short (a disk that failed mid-write): --resume notices,
+    re-runs the stage from its checkpoint (already at its end) and exports the same model."""
+    cfg = _config(tmp_path, train_folder)
+    out = tmp_path / "run"
+    first = load_model(run(cfg, out, CPU, None, resume=False)).state_dict()
+    weights = out / "prior" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    (out / "prior" / "last.tmp").write_bytes(b"half a checkpoint")  # a killed save's leftover
+    again = load_model(run(cfg, out, CPU, None, resume=True)).state_dict()
+    assert "prior" in capsys.readouterr().out  # it said which stage runs again
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert not list(out.glob("*/*.tmp"))
+
+
+def test_kill_9_at_random_moments_then_resume_gives_the_uninterrupted_weights(
+        tmp_path, train_folder) -> None:
+    """SIGKILL a training process at seeded random moments, --resume until it finishes: the
+    exported weights equal an uninterrupted run's, and nothing temporary is left."""
+    import random
+    import signal
+
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(tiny_rdsr_toml(train_folder, iterations=12))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "fastdiffsr", "train", str(cfg)]
+    subprocess.run([*cmd, "--out", str(tmp_path / "whole")], env=env, check=True,
+                   capture_output=True, timeout=300)
+    rng, kills, out = random.Random(11), 0, tmp_path / "killed"
+    for attempt in range(20):
+        proc = subprocess.Popen([*cmd, "--out", str(out), *(["--resume"] if attempt else [])],
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            proc.wait(timeout=rng.uniform(2.0, 8.0))
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            kills += 1
+            continue
+        assert proc.returncode == 0
+        break
+    else:
+        pytest.fail("the run never finished")
+    assert kills >= 2, "no kill landed during training: lengthen the run"
+    a = load_model(tmp_path / "whole" / "rdsr-tiny.safetensors").state_dict()
+    b = load_model(out / "rdsr-tiny.safetensors").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not list(out.glob("*/*.tmp"))

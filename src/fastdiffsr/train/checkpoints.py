@@ -1,5 +1,9 @@
 """Files of a training run: each finished stage's EMA weights (safetensors, never a pickle),
-the resumable checkpoint of the stage in progress, and state-dict helpers."""
+the resumable checkpoint of the stage in progress, and state-dict helpers.
+
+Both are written to a temporary file and renamed into place, so a killed process leaves the
+previous file or none, never half of one; ``stage_finished`` also refuses a weights file that
+does not read whole (a disk that failed), and ``remove_temporaries`` sweeps what a kill left."""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
@@ -20,9 +25,37 @@ def stage_weights(out: Path, stage: str) -> Path:
 
 
 def save_stage(module: nn.Module, out: Path, stage: str) -> None:
-    """Write a stage's weights as safetensors."""
+    """Write a stage's weights as safetensors (atomically)."""
     state = {k: v.contiguous() for k, v in module.state_dict().items()}
-    save_file(state, stage_weights(out, stage))
+    path = stage_weights(out, stage)
+    tmp = path.with_suffix(".tmp")
+    save_file(state, tmp)
+    os.replace(tmp, path)
+
+
+def stage_finished(out: Path, stage: str) -> bool:
+    """Whether the stage's weights file exists and reads whole (safetensors checks the data
+    against its header); an unreadable one is deleted, so the stage runs again (resuming from
+    its checkpoint, which is at its last iteration) and writes it anew."""
+    path = stage_weights(out, stage)
+    if not path.is_file():
+        return False
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            f.keys()
+        return True
+    except (SafetensorError, OSError, ValueError):
+        print(f"{path} is unreadable (truncated?): stage '{stage}' runs again")
+        path.unlink()
+        return False
+
+
+def remove_temporaries(out: Path) -> list[Path]:
+    """Delete the ``*.tmp`` files a killed run left in its stage folders; returns them."""
+    leftovers = sorted(out.glob("*/*.tmp")) if out.is_dir() else []
+    for path in leftovers:
+        path.unlink()
+    return leftovers
 
 
 def load_stages(out: Path, stages: Iterable[str]) -> dict[str, Weights]:

@@ -20,7 +20,7 @@ import torch.distributed as dist
 
 from ..config import ConfigError, apply_overrides, from_dict, load_toml, to_dict
 from ..zoo import save_model
-from .checkpoints import load_stages, save_stage, stage_weights
+from .checkpoints import load_stages, remove_temporaries, save_stage, stage_finished
 from .registry import RECIPES, TrainingMethod
 from .stages import Stage, stage_order
 from .trainer import init_distributed, train_stage
@@ -67,7 +67,7 @@ def planned_stages(training: TrainingMethod, out: Path, stage: str | None) -> li
     if stage is not None:
         return stage_order(training.STAGES, [stage])[-1:]
     order = stage_order(training.STAGES, training.EXPORT.needs)
-    return [s for s in order if not stage_weights(out, s.name).exists()]
+    return [s for s in order if not stage_finished(out, s.name)]
 
 
 def hardware(device: torch.device) -> str:
@@ -87,6 +87,8 @@ def run(config: Path, out: Path, device: torch.device, stage: str | None, resume
     except ValueError as e:
         raise ConfigError(f"{config}: {e}") from e
     info = init_distributed(device)
+    if info.main:
+        remove_temporaries(out)
     for s in stages:
         cfg = getattr(recipe, s.name)
         weights = load_stages(out, s.needs)
@@ -102,7 +104,7 @@ def run(config: Path, out: Path, device: torch.device, stage: str | None, resume
     if info.world > 1:
         dist.destroy_process_group()
     needs = training.EXPORT.needs
-    finished = all(stage_weights(out, n).exists() for n in needs)
+    finished = all(stage_finished(out, n) for n in needs)
     if not info.main or not finished or stage not in (None, *needs):
         return None
     provenance = {
