@@ -113,7 +113,7 @@ def test_a_latent_model_exports_at_its_tile_size_and_pytorch_is_untouched(tmp_pa
     model = YONOS(cfg).eval()
     lr = torch.rand(1, 3, 150, 140)  # two tiles of 128 per side
     before = upscale_tensor(model, lr, UpscaleOptions(seed=2))
-    resize._weights_cpu.cache_clear()  # the export is the first to ask for its matrices
+    resize._contributions_cpu.cache_clear()  # the export is the first to ask for its matrices
     ort = OnnxUpscaler(export_onnx(model, tmp_path / "y.onnx"))
     assert ort.static_side == 128 and ort.noise_channels == 4
     assert torch.equal(upscale_tensor(model, lr, UpscaleOptions(seed=2)), before)

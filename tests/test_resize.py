@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fastdiffsr.data.datasets import benchmark_pairs, load_pair
-from fastdiffsr.resize import cubic, imresize, output_size, resize_matrix
+from fastdiffsr.resize import contributions, cubic, imresize, output_size
 
 
 def test_cubic_kernel_values() -> None:
@@ -17,8 +17,9 @@ def test_cubic_kernel_values() -> None:
 
 @pytest.mark.parametrize("scale", [0.25, 1 / 3, 0.5, 0.7, 1.5, 2, 3, 4])
 def test_rows_sum_to_one_and_constants_are_kept(scale: float) -> None:
-    m = resize_matrix(37, output_size((37, 37), scale)[0], scale)
-    assert torch.allclose(m.sum(1), torch.ones(m.shape[0]), atol=1e-6)
+    idx, w = contributions(37, output_size((37, 37), scale)[0], scale)
+    assert torch.allclose(w.sum(1), torch.ones(w.shape[0]), atol=1e-6)
+    assert idx.min() >= 0 and idx.max() < 37
     x = torch.full((2, 3, 17, 23), 0.3)
     assert torch.allclose(imresize(x, scale), torch.full_like(imresize(x, scale), 0.3), atol=1e-6)
 
@@ -63,3 +64,13 @@ def test_reproduces_official_lrx4(bench_root) -> None:
             abs_sum += float(diff.sum())
     assert within / total >= 0.995
     assert abs_sum / total < 0.15
+
+
+def test_memory_is_output_times_taps_not_output_times_input() -> None:
+    """A 1 x 100000 line x4 (a dense matrix: 400000 x 100000 floats, 160 GB) in a few MB."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    y = imresize(torch.rand(1, 3, 1, 100_000), 4)
+    assert y.shape[-2:] == (4, 400_000)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 300 * 1024  # KiB

@@ -183,12 +183,22 @@ def _metadata(img: Image.Image) -> tuple[ImageMeta, int]:
         if _ORIENTATION_TAG in kept:
             kept[_ORIENTATION_TAG] = 1
         exif_bytes = kept.tobytes()
-    dpi = img.info.get("dpi")
+    dpi = _plausible_dpi(img.info.get("dpi"))
     # a PNG's text chunks before its image data (those after it would need a full decode)
     text = {k: str(v) for k, v in img.info.items() if isinstance(v, str)}
     return ImageMeta(icc_profile=img.info.get("icc_profile") or None, exif=exif_bytes,
-                     dpi=tuple(float(d) for d in dpi) if dpi else None,
+                     dpi=dpi,
                      text=text if img.format == "PNG" else {}), orientation
+
+
+def _plausible_dpi(dpi: object) -> tuple[float, float] | None:
+    """A file's DPI as two numbers in (0, 100000], else None (a broken header's values must
+    not reach the output)."""
+    try:
+        x, y = (float(d) for d in dpi)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        return None
+    return (x, y) if 0 < x <= 1e5 and 0 < y <= 1e5 else None
 
 
 def _read_png16(data: bytes, meta: ImageMeta, orientation: int, gray: bool) -> Picture:
@@ -250,6 +260,20 @@ def _open_heif_plugin(path: Path) -> None:
     register_heif_opener()
 
 
+def _decode(data: bytes, max_pixels: int) -> Picture:
+    """The file's bytes -> Picture, its declared size checked before any pixel is decoded."""
+    with Image.open(io.BytesIO(data)) as img:
+        w, h = img.size
+        if w * h > max_pixels or w * h == 0:
+            raise ValueError(f"declares {w} x {h} pixels ({w * h / 1e6:.1f} MP), outside "
+                             f"1 .. {max_pixels:,} (the max_pixels limit)")
+        meta, orientation = _metadata(img)
+        color = _png16_color_type(data)
+        if img.format == "PNG" and color in (2, 4, 6):
+            return _read_png16(data, meta, orientation, gray=color == 4)
+        return _read_pillow(img, meta)
+
+
 def read_image(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> Picture:
     """Read an image file into a Picture (EXIF orientation applied, metadata in ``meta``).
 
@@ -273,19 +297,9 @@ def read_image(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> Pi
         data = path.read_bytes()
         if not data:
             raise ValueError("file is empty")
-        with warnings.catch_warnings():  # the size is checked below, against max_pixels
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-        with img:
-            w, h = img.size
-            if w * h > max_pixels or w * h == 0:
-                raise ValueError(f"declares {w} x {h} pixels ({w * h / 1e6:.1f} MP), outside "
-                                 f"1 .. {max_pixels:,} (the max_pixels limit)")
-            meta, orientation = _metadata(img)
-            color = _png16_color_type(data)
-            if img.format == "PNG" and color in (2, 4, 6):
-                return _read_png16(data, meta, orientation, gray=color == 4)
-            return _read_pillow(img, meta)
+        with warnings.catch_warnings():  # _decode checks the size against max_pixels;
+            warnings.simplefilter("ignore")  # Pillow's notes on broken tags are not for users
+            return _decode(data, max_pixels)
     except FileNotFoundError as exc:
         raise ImageReadError(f"cannot read image {path}: file not found") from exc
     except Image.UnidentifiedImageError as exc:  # its message names an anonymous BytesIO

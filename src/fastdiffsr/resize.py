@@ -1,10 +1,14 @@
 """MATLAB-compatible bicubic ``imresize`` in torch.
 
 Reproduces ``imresize(img, scale, 'bicubic')`` (Keys cubic, a = -0.5, antialiasing when
-downscaling, symmetric borders) as two dense matrix products, one per axis, so it is batched,
-runs on any device and is differentiable. MATLAB resizes rows (height) first at equal scales and,
-on ``uint8`` images, rounds to 8 bits after each axis pass: ``uint8_passes=True`` does the same
-(that is how the benchmarks' official LR files were made), the default keeps floats throughout.
+downscaling, symmetric borders) as MATLAB computes it: per axis, each output pixel is a weighted
+sum of a few input pixels (its ``contributions``: 4 taps upscaling, 4 / scale + 2 downscaling),
+applied as a dense [out, in] matrix product (BLAS: fast) while that matrix is small, else
+gathered tap by tap with ``index_select``, so memory stays O(output x taps) for any size (a
+dense matrix for a 1 x 100000 line x4 would take 160 GB). Batched, any device, differentiable.
+MATLAB resizes rows (height) first at equal scales and, on ``uint8`` images, rounds to 8 bits
+after each axis pass: ``uint8_passes=True`` does the same (that is how the benchmarks' official
+LR files were made), the default keeps floats throughout.
 """
 
 from __future__ import annotations
@@ -33,8 +37,10 @@ def _symmetric_index(idx: Tensor, n: int) -> Tensor:
 
 
 @lru_cache(maxsize=64)
-def _weights_cpu(in_len: int, out_len: int, scale: float, antialias: bool) -> Tensor:
-    """Dense [out_len, in_len] float64 interpolation matrix of MATLAB's ``contributions``."""
+def _contributions_cpu(in_len: int, out_len: int, scale: float, antialias: bool
+                       ) -> tuple[Tensor, Tensor]:
+    """MATLAB's ``contributions``: input indices [out_len, taps] (0-based, borders mirrored)
+    and float64 weights [out_len, taps], each row summing to 1."""
     kernel_width = 4.0
     if scale < 1 and antialias:
         kernel_width /= scale
@@ -46,22 +52,35 @@ def _weights_cpu(in_len: int, out_len: int, scale: float, antialias: bool) -> Te
     dist = u[:, None] - idx
     w = scale * cubic(dist * scale) if (scale < 1 and antialias) else cubic(dist)
     w = w / w.sum(dim=1, keepdim=True)
-    cols = _symmetric_index(idx.long() - 1, in_len)
-    mat = torch.zeros(out_len, in_len, dtype=torch.float64)
-    mat.scatter_add_(1, cols, w)
-    return mat
+    return _symmetric_index(idx.long() - 1, in_len), w
 
 
-def resize_matrix(
+def contributions(
     in_len: int, out_len: int, scale: float, antialias: bool = True, *, device=None, dtype=None
-) -> Tensor:
-    """[out_len, in_len] matrix M such that ``M @ signal`` resizes a 1-D signal like MATLAB.
+) -> tuple[Tensor, Tensor]:
+    """(indices [out_len, taps], weights [out_len, taps]): output pixel i of a resized 1-D
+    signal is sum_k weights[i, k] * signal[indices[i, k]], as MATLAB's ``imresize``.
 
     Cached, except while a graph is traced (``torch.onnx.export``, ``torch.compile``): the
     tracer's fake tensors must not be kept for later real calls."""
-    build = _weights_cpu.__wrapped__ if torch.compiler.is_compiling() else _weights_cpu
-    mat = build(in_len, out_len, float(scale), antialias)
-    return mat.to(device=device, dtype=dtype or torch.float32)
+    build = _contributions_cpu.__wrapped__ if torch.compiler.is_compiling() else _contributions_cpu
+    idx, w = build(in_len, out_len, float(scale), antialias)
+    return idx.to(device), w.to(device=device, dtype=dtype or torch.float32)
+
+
+DENSE_LIMIT = 1 << 22  # entries of a dense resize matrix (16 MB in float32)
+
+
+def _resize_rows(x: Tensor, idx: Tensor, w: Tensor) -> Tensor:
+    """Resize ``x`` [..., H, W] along H with contributions ``idx``, ``w`` [out, taps]."""
+    in_len = x.shape[-2]
+    if idx.shape[0] * in_len <= DENSE_LIMIT:
+        mat = torch.zeros(idx.shape[0], in_len, dtype=w.dtype, device=w.device)
+        return mat.scatter_add_(1, idx, w) @ x
+    out = x.index_select(-2, idx[:, 0]) * w[:, :1]
+    for k in range(1, idx.shape[1]):
+        out = out + x.index_select(-2, idx[:, k]) * w[:, k : k + 1]
+    return out
 
 
 def output_size(in_hw: tuple[int, int], scale: float) -> tuple[int, int]:
@@ -92,13 +111,14 @@ def imresize(
         oh, ow = size
         sh, sw = oh / h, ow / w
     dtype = x.dtype if x.is_floating_point() else torch.float32
-    mh = resize_matrix(h, oh, sh, antialias, device=x.device, dtype=dtype)
-    mw = resize_matrix(w, ow, sw, antialias, device=x.device, dtype=dtype)
+    rows_idx, rows_w = contributions(h, oh, sh, antialias, device=x.device, dtype=dtype)
+    cols_idx, cols_w = contributions(w, ow, sw, antialias, device=x.device, dtype=dtype)
     # [..., H, W] -> [..., oh, W] -> [..., oh, ow]
-    rows = mh @ x.to(dtype)
-    if not uint8_passes:
-        return rows @ mw.T
-    return _round8(_round8(rows) @ mw.T)
+    rows = _resize_rows(x.to(dtype), rows_idx, rows_w)
+    if uint8_passes:
+        rows = _round8(rows)
+    out = _resize_rows(rows.transpose(-1, -2), cols_idx, cols_w).transpose(-1, -2)
+    return _round8(out) if uint8_passes else out
 
 
 def _round8(x: Tensor) -> Tensor:
