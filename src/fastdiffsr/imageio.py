@@ -311,11 +311,16 @@ def read_image(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> Pi
 # --------------------------------------------------------------------------- writing
 
 
-def _quantize(x: np.ndarray, depth: int) -> np.ndarray:
-    maxval = 65535.0 if depth == 16 else 255.0
-    x = np.nan_to_num(np.asarray(x, dtype=np.float32), nan=0.0)
-    q = np.round(np.clip(x, 0.0, 1.0) * np.float32(maxval))
-    return q.astype(np.uint16 if depth == 16 else np.uint8)
+def _quantize(x: np.ndarray, depth: int, rows: int = 256) -> np.ndarray:
+    """[0, 1] floats -> uint8 / uint16 levels (NaN -> 0), ``rows`` at a time: no full-size
+    float temporaries beside the picture."""
+    maxval = np.float32(65535.0 if depth == 16 else 255.0)
+    x = np.asarray(x)
+    out = np.empty(x.shape, np.uint16 if depth == 16 else np.uint8)
+    for r in range(0, x.shape[0], rows):
+        band = np.nan_to_num(x[r : r + rows].astype(np.float32), nan=0.0)
+        out[r : r + rows] = np.round(np.clip(band, 0.0, 1.0) * maxval)
+    return out
 
 
 def output_meta(meta: ImageMeta, width: int, height: int, scale: float) -> ImageMeta:

@@ -3,9 +3,10 @@
 Reproduces ``imresize(img, scale, 'bicubic')`` (Keys cubic, a = -0.5, antialiasing when
 downscaling, symmetric borders) as MATLAB computes it: per axis, each output pixel is a weighted
 sum of a few input pixels (its ``contributions``: 4 taps upscaling, 4 / scale + 2 downscaling),
-applied as a dense [out, in] matrix product (BLAS: fast) while that matrix is small, else
-gathered tap by tap with ``index_select``, so memory stays O(output x taps) for any size (a
-dense matrix for a 1 x 100000 line x4 would take 160 GB). Batched, any device, differentiable.
+applied as a matrix product (BLAS: fast): one dense [out, in] matrix while that is small, else
+block by block, each block of outputs multiplying the narrow band of inputs it reads, so memory
+stays O(output) for any size (one dense matrix for a 1 x 100000 line x4 would take 160 GB).
+Batched, any device, differentiable.
 MATLAB resizes rows (height) first at equal scales and, on ``uint8`` images, rounds to 8 bits
 after each axis pass: ``uint8_passes=True`` does the same (that is how the benchmarks' official
 LR files were made), the default keeps floats throughout.
@@ -69,18 +70,26 @@ def contributions(
 
 
 DENSE_LIMIT = 1 << 22  # entries of a dense resize matrix (16 MB in float32)
+BLOCK = 512  # output rows per block beyond it
 
 
 def _resize_rows(x: Tensor, idx: Tensor, w: Tensor) -> Tensor:
     """Resize ``x`` [..., H, W] along H with contributions ``idx``, ``w`` [out, taps]."""
-    in_len = x.shape[-2]
-    if idx.shape[0] * in_len <= DENSE_LIMIT:
-        mat = torch.zeros(idx.shape[0], in_len, dtype=w.dtype, device=w.device)
-        return mat.scatter_add_(1, idx, w) @ x
-    out = x.index_select(-2, idx[:, 0]) * w[:, :1]
-    for k in range(1, idx.shape[1]):
-        out = out + x.index_select(-2, idx[:, k]) * w[:, k : k + 1]
+    out_len, in_len = idx.shape[0], x.shape[-2]
+    if out_len * in_len <= DENSE_LIMIT:
+        return _dense(idx, w, 0, in_len) @ x
+    out = x.new_empty((*x.shape[:-2], out_len, x.shape[-1]))
+    for a in range(0, out_len, BLOCK):
+        rows = idx[a : a + BLOCK]
+        lo, hi = int(rows.min()), int(rows.max()) + 1  # the inputs these outputs read
+        out[..., a : a + BLOCK, :] = _dense(rows, w[a : a + BLOCK], lo, hi) @ x[..., lo:hi, :]
     return out
+
+
+def _dense(idx: Tensor, w: Tensor, lo: int, hi: int) -> Tensor:
+    """The [outputs, hi - lo] matrix of contributions that read inputs lo .. hi - 1."""
+    mat = torch.zeros(idx.shape[0], hi - lo, dtype=w.dtype, device=w.device)
+    return mat.scatter_add_(1, idx - lo, w)
 
 
 def output_size(in_hw: tuple[int, int], scale: float) -> tuple[int, int]:

@@ -208,8 +208,11 @@ def _tile_grid(h: int, w: int, th: int, tw: int, overlap: int) -> list[tuple[int
 
 @dataclass
 class _Blender:
-    """Accumulates windowed tile outputs; ``acc`` ``[1, C_out, H*s, W*s]``, ``weight``
-    ``[1, 1, H*s, W*s]`` (float32 or wider), windows cached per edge pattern."""
+    """Accumulates windowed tile outputs in ``acc`` ``[1, C_out, H*s, W*s]`` (float32 or wider,
+    channels-last memory: the output converts to an H x W x C picture without a copy); windows
+    cached per edge pattern. Every window is an outer product of a row and a column profile
+    and the tiles form a full grid, so the summed weights are the outer product of two 1-D
+    sums, ``rows`` [H*s] and ``cols`` [W*s]: no full-size weight map is kept."""
 
     th: int
     tw: int
@@ -217,7 +220,8 @@ class _Blender:
     guard: int
     scale: int
     acc: Tensor
-    weight: Tensor
+    rows: Tensor
+    cols: Tensor
     out_dtype: torch.dtype
     cache: dict[Edges, Tensor] = field(default_factory=dict)
 
@@ -225,12 +229,14 @@ class _Blender:
     def like(
         cls, y: Tensor, h: int, w: int, th: int, tw: int, overlap: int, guard: int, scale: int
     ) -> _Blender:
-        """Zeroed accumulators for an ``[1, C_out, h*scale, w*scale]`` result like ``y``."""
+        """Zeroed accumulator for an ``[1, C_out, h*scale, w*scale]`` result like ``y``, and the
+        weight sums of the tile grid."""
         dtype = torch.promote_types(y.dtype, torch.float32)
-        size = (h * scale, w * scale)
-        acc = y.new_zeros((1, y.shape[1], *size), dtype=dtype)
-        weight = y.new_zeros((1, 1, *size), dtype=dtype)
-        return cls(th, tw, overlap, guard, scale, acc, weight, y.dtype)
+        acc = y.new_zeros((1, h * scale, w * scale, y.shape[1]), dtype=dtype).permute(0, 3, 1, 2)
+        g = min(guard * scale, overlap * scale // 2)
+        rows = _profile_sum(h, th, overlap, scale, g).to(acc)
+        cols = _profile_sum(w, tw, overlap, scale, g).to(acc)
+        return cls(th, tw, overlap, guard, scale, acc, rows, cols, y.dtype)
 
     def window(self, edges: Edges) -> Tensor:
         """Blend window ``[th*s, tw*s]`` on the accumulator's device and dtype."""
@@ -246,11 +252,21 @@ class _Blender:
             win = self.window(edges)
             rows, cols = slice(y0 * s, y0 * s + hs), slice(x0 * s, x0 * s + ws)
             self.acc[:, :, rows, cols] += y[k : k + 1].to(self.acc.dtype) * win
-            self.weight[:, :, rows, cols] += win
 
     def result(self) -> Tensor:
-        """Normalised output ``[1, C_out, H*s, W*s]`` in ``fn``'s output dtype."""
-        return (self.acc / self.weight).to(self.out_dtype)
+        """Normalised output ``[1, C_out, H*s, W*s]`` in ``fn``'s output dtype (in place)."""
+        self.acc.div_(self.rows[:, None]).div_(self.cols[None, :])
+        return self.acc.to(self.out_dtype)
+
+
+def _profile_sum(size: int, tile: int, overlap: int, scale: int, guard: int) -> Tensor:
+    """Sum over the tiles along one axis of their 1-D window profiles, float64 [size*scale]."""
+    starts = tile_starts(size, tile, overlap)
+    total = torch.zeros(size * scale, dtype=torch.float64)
+    for i, start in enumerate(starts):
+        prof = _axis_profile(tile * scale, overlap * scale, guard, i > 0, i < len(starts) - 1)
+        total[start * scale : (start + tile) * scale] += prof
+    return total
 
 
 def _run_tiles(

@@ -1,0 +1,85 @@
+"""Large images through the CLI path (read -> upscale -> write): peak memory and time of one
+``fastdiffsr upscale`` per (model, size, tile), each in a fresh process, and which tile is the
+fastest. The output alone of 4096 x 2160 -> 16384 x 8640 is 425 MB in 8 bits (1.7 GB as the
+float32 picture the pipeline holds once).
+
+    .venv/bin/python benchmarks/large_images.py --threads 2 \\
+        --case bicubic:4096x2160 --case rdsr-x4:4096x2160 --case rdsr-x4:2048x2048:0,128,192,256
+
+writes ``benchmarks/results/large_images.md`` (rows as they finish).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def photo(path: Path, width: int, height: int) -> Path:
+    """A smooth random test picture (JPEG, like a photo) of width x height."""
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 256, (height // 32 + 1, width // 32 + 1, 3), dtype=np.uint8)
+    Image.fromarray(small).resize((width, height), Image.Resampling.BICUBIC).save(path,
+                                                                                   quality=90)
+    return path
+
+
+CHILD = ("import resource, sys; from fastdiffsr.cli import main; code = main(sys.argv[1:]); "
+         "print('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(code)")
+
+
+def run_case(model: str, src: Path, tile: str | None, threads: int,
+             out: Path) -> tuple[float, float]:
+    """(seconds, peak RSS MB) of one ``fastdiffsr upscale`` in a child process."""
+    cmd = [sys.executable, "-c", CHILD, "upscale", "-i", str(src), "-o", str(out), "-n", model,
+           "--threads", str(threads), "--quiet", "--overwrite"]
+    if tile is not None:
+        cmd += ["--tile", tile]
+    start = time.perf_counter()
+    done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    peak_kb = int(done.stdout.split("PEAK")[-1])
+    return seconds, peak_kb / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--case", action="append", required=True,
+                        metavar="MODEL:WxH[:TILES]", help="TILES: comma-separated --tile values "
+                        "to time besides the default (repeatable)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path,
+                        default=ROOT / "benchmarks" / "results" / "large_images.md")
+    args = parser.parse_args()
+    lines = ["# Large images: memory and time of one upscale", "",
+             f"`benchmarks/large_images.py` on {platform.processor() or platform.machine()}, "
+             f"{args.threads} threads: `fastdiffsr upscale` on a JPEG, each run in a fresh "
+             "process, peak RSS of that process (ru_maxrss; torch and the model included).", "",
+             "| model | input | tile | seconds | peak RSS (MB) |",
+             "| --- | --- | --- | ---: | ---: |"]
+    with tempfile.TemporaryDirectory() as tmp:
+        for case in args.case:
+            model, size, *tiles = case.split(":")
+            width, height = map(int, size.split("x"))
+            src = photo(Path(tmp) / f"photo_{size}.jpg", width, height)
+            for tile in [None, *(tiles[0].split(",") if tiles else [])]:
+                seconds, peak = run_case(model, src, tile, args.threads, Path(tmp) / "out")
+                lines.append(f"| {model} | {size} | {tile or 'default'} | {seconds:.1f} | "
+                             f"{peak:.0f} |")
+                args.out.write_text("\n".join(lines) + "\n")
+                print(lines[-1], flush=True)
+
+
+if __name__ == "__main__":
+    main()
