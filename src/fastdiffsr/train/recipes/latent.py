@@ -275,14 +275,19 @@ def _model(recipe: LatentRecipe, weights: Mapping[str, Weights], scale: int,
            init: str | None) -> YONOS:
     """The recipe's model at ``scale`` (below the recipe's: the x2 teacher, with the paper's LR
     encoder): the autoencoder stage's parts (autoencoder, LR-grid encoder), overridden by the
-    ``init`` stage's model where it has the same parts; without ``init`` the UNet is new."""
+    ``init`` stage's model where it has the same parts; without ``init`` the UNet is new. The
+    decoder half comes from the autoencoder stage unless ``init`` is the decoder stage: the
+    UNet stages never train it (so a student can be paired with another autoencoder's
+    decoder, as the decoder ablation does)."""
     cfg = replace(latent_config(recipe, weights["autoencoder"]), scale=scale)
     if scale != recipe.model.scale:
         cfg = replace(cfg, lr_encoder=LREncoderConfig())
     model = recipe.new_model(cfg)
     state = dict(weights["autoencoder"])
     if init is not None:
-        state.update(substate(weights[init], "model."))
+        decoder_half = ("autoencoder.decoder.", "autoencoder.post_quant_conv.")
+        state.update({k: v for k, v in substate(weights[init], "model.").items()
+                      if init == "decoder" or not k.startswith(decoder_half)})
     own = model.state_dict()
     missing, _ = model.load_state_dict({k: v for k, v in state.items() if k in own},
                                        strict=False)
