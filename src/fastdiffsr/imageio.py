@@ -1,12 +1,14 @@
 """Image reading and writing for super-resolution: 8/16-bit, gray/RGB, optional alpha, and the
 photo's metadata (ICC profile, EXIF, DPI, PNG text) carried to the output.
 
-Pillow does the heavy lifting (and AVIF; HEIC/HEIF through the pillow-heif plugin, the
-``photos`` extra). Pillow reduces 16-bit RGB(A) and gray+alpha PNGs to 8 bits, so those go
-through imagecodecs' libpng (``png_decode`` / ``png_encode``), which raises clean errors for
-corrupt files. Decoding is bounded before any pixel is inflated: the header's size is checked
-against ``max_pixels`` (and the file's size against ``MAX_FILE_BYTES``) first. The one thing
-written here by hand is inserting metadata chunks into a 16-bit PNG (no library writes both).
+Pillow reads the headers and metadata of every format and decodes all but PNG (AVIF too;
+HEIC/HEIF through the pillow-heif plugin, the ``photos`` extra). PNGs decode through
+imagecodecs' libpng (``png_decode``; 16-bit colour PNGs are also written by its
+``png_encode``): Pillow reduces 16-bit colour to 8 bits and fills the rows of a short image
+with black without a word, libpng keeps 16 bits and raises a clean error. Decoding is bounded
+before any pixel is inflated: the header's size is checked against ``max_pixels`` (and the
+file's size against ``MAX_FILE_BYTES``) first. The one thing written here by hand is
+inserting metadata chunks into a 16-bit PNG (no library writes both).
 """
 
 from __future__ import annotations
@@ -157,13 +159,6 @@ def _orient(arr: np.ndarray, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(op(arr) if op else arr)
 
 
-def _png16_color_type(data: bytes) -> int | None:
-    """Colour type of a 16-bit PNG from its IHDR, or None if not a 16-bit PNG."""
-    if len(data) >= 33 and data.startswith(_PNG_SIG) and data[12:16] == b"IHDR":
-        return data[25] if data[24] == 16 else None
-    return None
-
-
 def _picture_from_samples(samples: np.ndarray, alpha: np.ndarray | None, depth: int,
                           meta: ImageMeta | None) -> Picture:
     scale = np.float32(65535.0 if depth == 16 else 255.0)
@@ -201,17 +196,20 @@ def _plausible_dpi(dpi: object) -> tuple[float, float] | None:
     return (x, y) if 0 < x <= 1e5 and 0 < y <= 1e5 else None
 
 
-def _read_png16(data: bytes, meta: ImageMeta, orientation: int, gray: bool) -> Picture:
-    """A 16-bit colour or gray+alpha PNG through libpng (imagecodecs): [H, W, C] uint16,
-    RGB order; a tRNS colour key arrives as an alpha channel."""
+def _read_png(data: bytes, meta: ImageMeta, orientation: int) -> Picture:
+    """Any PNG through libpng (imagecodecs): [H, W, C] uint8 or uint16 in RGB order, 1 or 2
+    channels for gray (+ alpha), 3 or 4 for colour (+ alpha); palettes, low bit depths and
+    tRNS keys expanded. Unlike Pillow, libpng refuses image data shorter than the header
+    says (Pillow fills the missing rows with black)."""
     import imagecodecs
 
     samples = _orient(imagecodecs.png_decode(data), orientation)
     if samples.ndim == 2:
         samples = samples[:, :, None]
-    colour = 1 if gray else 3
+    colour = 1 if samples.shape[2] <= 2 else 3
     alpha = samples[:, :, colour] if samples.shape[2] > colour else None
-    return _picture_from_samples(samples[:, :, :colour], alpha, 16, meta)
+    depth = 16 if samples.dtype == np.uint16 else 8
+    return _picture_from_samples(samples[:, :, :colour], alpha, depth, meta)
 
 
 def _read_pillow(img: Image.Image, meta: ImageMeta) -> Picture:
@@ -268,9 +266,8 @@ def _decode(data: bytes, max_pixels: int) -> Picture:
             raise ValueError(f"declares {w} x {h} pixels ({w * h / 1e6:.1f} MP), outside "
                              f"1 .. {max_pixels:,} (the max_pixels limit)")
         meta, orientation = _metadata(img)
-        color = _png16_color_type(data)
-        if img.format == "PNG" and color in (2, 4, 6):
-            return _read_png16(data, meta, orientation, gray=color == 4)
+        if img.format == "PNG":
+            return _read_png(data, meta, orientation)
         return _read_pillow(img, meta)
 
 
