@@ -51,7 +51,7 @@ def unet_seconds(model: BIDiffSR, side: int, repeats: int) -> float:
 def set_bitwise(model: BIDiffSR, on: bool) -> None:
     for m in model.modules():
         if isinstance(m, PackedBinaryConv2d):
-            m.bitwise = on
+            m.path = "torch" if on else "float"
 
 
 def binary_bytes(model: BIDiffSR) -> tuple[int, int]:

@@ -149,7 +149,7 @@ def test_packed_model_matches_training_form_and_bitwise_matches_simulated() -> N
         ref, simulated = model.unet(x, c, t), packed.unet(x, c, t)
         for m in packed.modules():
             if isinstance(m, PackedBinaryConv2d):
-                m.bitwise = True
+                m.path = "torch"
         bitwise = packed.unet(x, c, t)
     assert (ref - simulated).abs().max() < 1e-4
     assert (bitwise - simulated).abs().max() < 1e-5

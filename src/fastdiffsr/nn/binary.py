@@ -16,8 +16,10 @@ Super-Resolution", NeurIPS 2024, Sec. 3), following the official code's design.
   (un)shuffle. ``CSFusion`` (Sec. 3.2, Fig. 5): interleave decoder and skip channels, two 1x1
   BIConvs, sum.
 * Deployment: ``PackedBinaryConv2d`` stores sign(W) as bits (uint8, 8 per byte, numpy.packbits
-  order) and alpha; it runs either the simulated float conv or ``xnor_conv2d``, an XNOR +
-  popcount convolution on packed activations and weights with the same result.
+  order) and alpha; on the CPU it runs the compiled XNOR + popcount kernel (``xnor_kernel``,
+  AVX-512 VPOPCNTDQ where present), elsewhere (or without a compiler) the simulated float
+  conv; ``xnor_conv2d`` here is the readable torch reference of the same integer arithmetic.
+  All three give the same numbers.
 
 Feature maps are [B, C, H, W]; ``g`` is the timestep group of each sample [B] (long).
 """
@@ -127,9 +129,14 @@ class PackedBinaryConv2d(nn.Module):
     """The deployed ``BinaryConv2d``: buffers ``bits`` [C_out, ceil(C_in k k / 8)] uint8 (bit set:
     weight +1; sign(0) is stored as +1) and ``scale`` alpha [C_out] float.
 
-    ``bitwise=False``: float conv with the unpacked +-1 kernel, times alpha (integer sums in
-    float32 are exact, so it equals the bitwise path). ``bitwise=True``: ``xnor_conv2d``.
+    ``path``: "auto" (the compiled kernel on a CPU input when it is built and the input is known
+    to be ternary, ``ternary_input``, as a ``BIConv`` sets it; else "float"),
+    "float" (float conv with the unpacked +-1 kernel, times alpha: integer sums in float32 are
+    exact, so every path agrees), "kernel" (the compiled kernel) or "torch" (``xnor_conv2d``,
+    the reference).
     """
+
+    PATHS = ("auto", "float", "kernel", "torch")
 
     def __init__(self, c_in: int, c_out: int, kernel: int):
         super().__init__()
@@ -137,7 +144,9 @@ class PackedBinaryConv2d(nn.Module):
         n = c_in * kernel * kernel
         self.register_buffer("bits", torch.zeros(c_out, -(-n // 8), dtype=torch.uint8))
         self.register_buffer("scale", torch.zeros(c_out))
-        self.bitwise = False
+        self.path = "auto"
+        self.ternary_input = False  # inputs are sign activations in {-1, 0, +1} (BIConv's)
+        self._kernel_weights: tuple[int, Tensor] | None = None  # (bits version, packed)
 
     @classmethod
     def from_conv(cls, conv: BinaryConv2d) -> PackedBinaryConv2d:
@@ -162,10 +171,37 @@ class PackedBinaryConv2d(nn.Module):
         return conv
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.bitwise:
+        if self.path not in self.PATHS:
+            raise ValueError(f"path must be one of {self.PATHS}, got {self.path!r}")
+        if self.path == "torch":
             return xnor_conv2d(x, self.bits, self.scale, self.kernel)
+        if self.path == "kernel" or (self.path == "auto" and self._kernel_runs(x)):
+            from . import xnor_kernel
+
+            return xnor_kernel.xnor_conv2d(x, self._packed_for_kernel(), self.scale,
+                                           self.kernel).to(x.dtype)
         y = F.conv2d(x, self.signs(), padding=self.kernel // 2)
         return y * self.scale[:, None, None]
+
+    def _kernel_runs(self, x: Tensor) -> bool:
+        """Ternary CPU input, not being traced (export keeps float convs), and the kernel is
+        built."""
+        if (not self.ternary_input or x.device.type != "cpu" or torch.compiler.is_compiling()
+                or torch.jit.is_tracing()):
+            return False
+        from . import xnor_kernel
+
+        return xnor_kernel.kernel() is not None
+
+    def _packed_for_kernel(self) -> Tensor:
+        """The kernel's weight layout, rebuilt when ``bits`` changes (e.g. a state dict load)."""
+        version = self.bits._version
+        if self._kernel_weights is None or self._kernel_weights[0] != version:
+            from . import xnor_kernel
+
+            packed = xnor_kernel.pack_weights(self.bits, self.c_in, self.kernel)
+            self._kernel_weights = (version, packed)
+        return self._kernel_weights[1]
 
 
 class BIConv(nn.Module):
@@ -193,6 +229,7 @@ class BIConv(nn.Module):
         has nothing to pack)."""
         if self.binarize and isinstance(self.conv, BinaryConv2d):
             self.conv = PackedBinaryConv2d.from_conv(self.conv)
+            self.conv.ternary_input = True  # forward feeds it sign_ste(...)
 
 
 class FPConv(nn.Conv2d):
@@ -376,10 +413,16 @@ def binary_complexity(model: nn.Module, run: Callable[[], object]) -> BinaryComp
 
     counted = (BinaryConv2d, PackedBinaryConv2d, nn.GroupNorm)
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, counted)]
+    packed = [m for m in binary if isinstance(m, PackedBinaryConv2d)]
+    paths = [m.path for m in packed]
+    for m in packed:
+        m.path = "float"  # the counter sees torch's convs, not the compiled kernel
     try:
         flops = measure_flops(run)
     finally:
         for h in handles:
             h.remove()
+        for m, path in zip(packed, paths, strict=True):
+            m.path = path
     fp_macs = flops // 2 - count["binary"] + count["norm"]
     return BinaryComplexity(binary_params, fp_params, count["binary"], fp_macs)

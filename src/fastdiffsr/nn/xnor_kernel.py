@@ -1,0 +1,63 @@
+"""The compiled XNOR + popcount convolution of BI-DiffSR's binary layers (``xnor.cpp``).
+
+Built on first use by torch's C++ extension loader (gcc and ninja; ``-O3 -march=native``, so
+the AVX-512 VPOPCNTDQ path is compiled where the CPU has it) into torch's extension cache, and
+prebuilt by ``make``. No compiler, no ninja, a failed build: ``kernel()`` is None after one
+warning and the binary layers run their float simulation, which gives the same numbers.
+
+Layouts: ``pack_weights`` turns a ``PackedBinaryConv2d``'s ``bits`` [O, ceil(C k k / 8)]
+(numpy.packbits order over (c, ky, kx)) into int64 [k*k, ceil(C / 64), O rounded up to 8]:
+per tap, 64 input channels per word (bit c % 64 of word c // 64), output channels side by side.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from types import ModuleType
+
+import torch
+from torch import Tensor
+
+from .binary import unpack_bits
+
+_SOURCE = Path(__file__).with_name("xnor.cpp")
+_state: dict[str, ModuleType | None] = {}
+
+
+def kernel() -> ModuleType | None:
+    """The compiled module (built once per process, cached on disk by torch), or None."""
+    if "module" not in _state:
+        try:
+            from torch.utils.cpp_extension import load
+
+            _state["module"] = load(name="fastdiffsr_xnor", sources=[str(_SOURCE)],
+                                    extra_cflags=["-O3", "-march=native"], verbose=False)
+        except Exception as e:  # no compiler, no ninja, a compile error: the float path runs
+            first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            warnings.warn(f"fastdiffsr: the XNOR kernel could not be built ({first_line}); "
+                          "binary layers run their float simulation (same results, slower)",
+                          RuntimeWarning, stacklevel=2)
+            _state["module"] = None
+    return _state["module"]
+
+
+def pack_weights(bits: Tensor, c_in: int, kernel_size: int) -> Tensor:
+    """``bits`` [O, ceil(C k k / 8)] uint8 -> int64 [k*k, ceil(C / 64), O8] (see above)."""
+    c_out, taps = bits.shape[0], kernel_size * kernel_size
+    words, o8 = -(-c_in // 64), -(-c_out // 8) * 8
+    signs = unpack_bits(bits, c_in * taps).view(c_out, c_in, taps)  # bool, W >= 0
+    signs = torch.nn.functional.pad(signs.permute(2, 1, 0), (0, o8 - c_out, 0, words * 64 - c_in))
+    shifts = torch.arange(64, dtype=torch.int64, device=bits.device).view(1, 1, 64, 1)
+    per_bit = signs.reshape(taps, words, 64, o8).to(torch.int64) << shifts
+    return per_bit.sum(2)  # bits are disjoint: the sum is the OR (bit 63 wraps to the sign)
+
+
+def xnor_conv2d(x: Tensor, packed: Tensor, alpha: Tensor, kernel_size: int) -> Tensor:
+    """x [B, C, H, W] in {-1, 0, +1} -> [B, O, H, W] (channels-last memory) with the compiled
+    kernel; equal to the float convolution of x with alpha * sign(W)."""
+    module = kernel()
+    if module is None:
+        raise RuntimeError("the XNOR kernel is not available")
+    out = module.xnor_conv2d(x, packed, alpha, kernel_size)  # [B, H, W, O]
+    return out.permute(0, 3, 1, 2)

@@ -1,0 +1,81 @@
+"""The compiled XNOR + popcount kernel (issue 20): equal to the float simulation, exactly, for
+every binary layer shape of the paper and x4 configs; the whole model within float rounding;
+the fallback when it cannot be built."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from fastdiffsr.methods.bidiffsr.model import BIDiffSR
+from fastdiffsr.nn import binary as bn
+from fastdiffsr.nn import xnor_kernel
+from fastdiffsr.train.run import load_recipe
+from fastdiffsr.zoo import available_models, load_model
+
+ROOT = Path(__file__).resolve().parents[1]
+needs_kernel = pytest.mark.skipif(xnor_kernel.kernel() is None,
+                                  reason="the XNOR kernel could not be built here")
+
+
+def _packed_model(config: str) -> BIDiffSR:
+    _, _, recipe = load_recipe(ROOT / "configs" / "bidiffsr" / f"{config}.toml")
+    torch.manual_seed(0)
+    model = BIDiffSR(recipe.model).eval()
+    model.fuse()
+    return model
+
+
+def _binary_layers(model: BIDiffSR) -> list[bn.PackedBinaryConv2d]:
+    return [m for m in model.modules() if isinstance(m, bn.PackedBinaryConv2d)]
+
+
+@needs_kernel
+@pytest.mark.parametrize("config", ["paper", "x4"])
+def test_every_binary_layer_equals_the_float_simulation_exactly(config: str) -> None:
+    """Each distinct (C_in, C_out, k) of the config on ternary input with exact zeros."""
+    layers = {(m.c_in, m.c_out, m.kernel): m for m in _binary_layers(_packed_model(config))}
+    assert layers
+    for (c_in, _, _), layer in sorted(layers.items()):
+        x = torch.randint(-1, 2, (2, c_in, 9, 11), generator=torch.Generator().manual_seed(c_in))
+        layer.path = "float"
+        expected = layer(x.float())
+        layer.path = "kernel"
+        assert torch.equal(layer(x.float()), expected), (c_in, layer.c_out, layer.kernel)
+
+
+@needs_kernel
+@pytest.mark.parametrize("name", [pytest.param(
+    "bidiffsr-x4", marks=pytest.mark.skipif("bidiffsr-x4" not in available_models(),
+                                            reason="not shipped"))])
+def test_shipped_model_through_the_kernel_matches_within_float_rounding(name: str) -> None:
+    """The default path on CPU is the kernel; the float path gives the same image to 1e-5."""
+    model = load_model(name)
+    layers = _binary_layers(model)
+    assert layers and all(m.path == "auto" and m.ternary_input for m in layers)
+    lr = torch.rand(1, 3, 24, 24, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        auto = model(lr)
+        for m in layers:
+            m.path = "float"
+        simulated = model(lr)
+    assert (auto - simulated).abs().max() < 1e-5
+
+
+def test_without_the_kernel_one_warning_and_the_float_path(monkeypatch) -> None:
+    import torch.utils.cpp_extension
+
+    def broken(**kwargs):
+        raise RuntimeError("Ninja is required to load C++ extensions")
+
+    monkeypatch.setattr(xnor_kernel, "_state", {})
+    monkeypatch.setattr(torch.utils.cpp_extension, "load", broken)
+    layer = bn.PackedBinaryConv2d.from_conv(bn.BinaryConv2d(8, 4, 3))
+    layer.ternary_input = True
+    x = torch.sign(torch.randn(1, 8, 5, 5))
+    with pytest.warns(RuntimeWarning, match="could not be built .*Ninja is required"):
+        out = layer(x)
+    layer.path = "float"
+    assert torch.equal(out, layer(x))
