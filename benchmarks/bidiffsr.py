@@ -5,8 +5,11 @@ Quality (with ``--model``): PSNR / SSIM-Y on ``--sets`` at each of ``--sampling-
 0), beside bicubic. Cost, for each config: params (binary / 32 + FP) and OPs (binary / 64 + FP
 multiply-adds, 256x256 output) against the twin that stores and computes every binary conv in
 float32; model file sizes (packed bits vs float32 weights, binarised layers and whole file);
-latency of one UNet evaluation at 64x64 through the simulated path (float conv on +-1 values: what
-the twin costs) and through the XNOR + popcount path (torch int64 bit ops, no custom kernel).
+latency of one UNet evaluation at 64x64 through each path of the binary layers: the simulated
+float conv on +-1 values, the torch XNOR + popcount reference (int64 bit ops), the compiled
+kernel (``nn/xnor.cpp``), and the full-precision twin (same shapes, float activations and
+weights). Per layer: every distinct binary conv of a config at the input it sees in that UNet
+evaluation, timed alone through the same paths and as the twin's float conv.
 
     .venv/bin/python benchmarks/bidiffsr.py --threads 2 \
         --model runs/bidiffsr-x4/bidiffsr-x4.safetensors --sets Set5 --sampling-steps 50,20,10
@@ -20,9 +23,11 @@ import argparse
 import copy
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from fastdiffsr.evaluation import evaluate_set
 from fastdiffsr.methods.bidiffsr import BIDiffSR
@@ -35,23 +40,61 @@ ROOT = Path(__file__).resolve().parents[1]
 BICUBIC = "bicubic-x4"
 
 
-def unet_seconds(model: BIDiffSR, side: int, repeats: int) -> float:
-    """Median seconds of one UNet evaluation on a [1, 3, side, side] input."""
-    x, t = torch.randn(1, 3, side, side), torch.tensor([1000])
+def median_seconds(fn, repeats: int) -> float:
     times = []
     with torch.inference_mode():
-        model.unet(x, x, t)  # warm-up
+        fn()  # warm-up
         for _ in range(repeats):
             start = time.perf_counter()
-            model.unet(x, x, t)
+            fn()
             times.append(time.perf_counter() - start)
     return sorted(times)[len(times) // 2]
 
 
-def set_bitwise(model: BIDiffSR, on: bool) -> None:
+def unet_seconds(model: BIDiffSR, side: int, repeats: int) -> float:
+    """Median seconds of one UNet evaluation on a [1, 3, side, side] input."""
+    x, t = torch.randn(1, 3, side, side), torch.tensor([1000])
+    return median_seconds(lambda: model.unet(x, x, t), repeats)
+
+
+def set_path(model: BIDiffSR, path: str) -> None:
     for m in model.modules():
         if isinstance(m, PackedBinaryConv2d):
-            m.path = "torch" if on else "float"
+            m.path = path
+
+
+PATHS = ("float", "torch", "kernel")  # the simulated float conv, the torch reference, C++
+
+
+def layer_rows(name: str, packed: BIDiffSR, side: int, repeats: int) -> list[str]:
+    """Each distinct binary conv (its input shape in one UNet evaluation at side^2) timed through
+    every path and as a float conv of the same shape (the twin's)."""
+    shapes: dict[tuple, PackedBinaryConv2d] = {}
+
+    def record(m: PackedBinaryConv2d, inp: tuple, out: torch.Tensor) -> None:
+        shapes.setdefault((*inp[0].shape[1:], m.c_out, m.kernel), m)
+
+    hooks = [m.register_forward_hook(record)
+             for m in packed.modules() if isinstance(m, PackedBinaryConv2d)]
+    x, t = torch.randn(1, 3, side, side), torch.tensor([1000])
+    with torch.inference_mode():
+        packed.unet(x, x, t)
+    for h in hooks:
+        h.remove()
+    rows = []
+    for (c, h, w, o, k), layer in sorted(shapes.items()):
+        signs, real = torch.randint(-1, 2, (1, c, h, w)).float(), torch.randn(1, c, h, w)
+        twin = nn.Conv2d(c, o, k, padding=k // 2, bias=False)
+        ms = []
+        for path in PATHS:
+            layer.path = path
+            ms.append(1e3 * median_seconds(lambda f=layer, a=signs: f(a), repeats))
+        layer.path = "auto"
+        ms.append(1e3 * median_seconds(lambda f=twin, a=real: f(a), repeats))
+        rows.append(f"| {name} | {c} -> {o}, {k}x{k} at {h}x{w} | "
+                    + " | ".join(f"{v:.2f}" for v in ms)
+                    + f" | {ms[0] / ms[2]:.1f}x | {ms[3] / ms[2]:.1f}x |")
+    return rows
 
 
 def binary_bytes(model: BIDiffSR) -> tuple[int, int]:
@@ -61,7 +104,8 @@ def binary_bytes(model: BIDiffSR) -> tuple[int, int]:
     return bits, sum(4 * m.c_out * m.c_in * m.kernel**2 for m in packed)
 
 
-def row(name: str, model: BIDiffSR, folder: Path, side: int, repeats: int) -> list[str]:
+def row(name: str, model: BIDiffSR, folder: Path, side: int, repeats: int
+        ) -> tuple[list[str], BIDiffSR]:
     x, t = torch.randn(1, 3, 256, 256), torch.tensor([1000])
     c = binary_complexity(model, lambda: model.unet(x, x, t))
     float_file = save_model(model, folder / f"{name}-float.safetensors").stat().st_size
@@ -69,14 +113,18 @@ def row(name: str, model: BIDiffSR, folder: Path, side: int, repeats: int) -> li
     packed.fuse()
     packed_file = save_model(packed, folder / f"{name}-packed.safetensors").stat().st_size
     bits, floats = binary_bytes(packed)
-    simulated = unet_seconds(packed, side, repeats)
-    set_bitwise(packed, True)
-    bitwise = unet_seconds(packed, side, repeats)
+    ms = []
+    for path in PATHS:
+        set_path(packed, path)
+        ms.append(1e3 * unet_seconds(packed, side, repeats))
+    twin = BIDiffSR(replace(model.cfg, binarize=False)).eval()
+    ms.append(1e3 * unet_seconds(twin, side, repeats))
+    set_path(packed, "auto")
     return [name, f"{c.params / 1e6:.3f}", f"{(c.binary_params + c.fp_params) / 1e6:.2f}",
             f"{c.ops / 1e9:.2f}", f"{(c.binary_macs + c.fp_macs) / 1e9:.2f}",
             f"{bits / 2**20:.2f} / {floats / 2**20:.2f}",
             f"{packed_file / 2**20:.2f} / {float_file / 2**20:.2f}",
-            f"{1e3 * simulated:.0f}", f"{1e3 * bitwise:.0f}"]
+            *(f"{v:.0f}" for v in ms)], packed
 
 
 def quality_table(model_path: str, data: Path, sets: list[str], steps: list[int]) -> str:
@@ -112,16 +160,22 @@ def main() -> None:
                   quality_table(args.model, args.data, args.sets.split(","), steps)]
     header = ["config", "params M", "FP twin M", "OPs G", "FP twin G",
               "binary layers MiB packed / fp32", "file MiB packed / fp32",
-              f"simulated ms ({args.side}^2)", f"bitwise ms ({args.side}^2)"]
+              *(f"UNet ms, {p} ({args.side}^2)" for p in ("simulated", "torch bitwise",
+                                                          "kernel", "FP twin"))]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    layers = ["| config | binary conv | simulated ms | torch bitwise ms | kernel ms | FP twin ms "
+              "| kernel vs simulated | kernel vs twin |", "|" + " --- |" * 8]
     with tempfile.TemporaryDirectory() as tmp:
         for name in ("paper", "x4"):
             _, _, recipe = load_recipe(ROOT / "configs" / "bidiffsr" / f"{name}.toml")
             torch.manual_seed(0)
             model = BIDiffSR(recipe.model).eval()
-            cells = row(name, model, Path(tmp), args.side, args.repeats)
+            cells, packed = row(name, model, Path(tmp), args.side, args.repeats)
             lines.append("| " + " | ".join(cells) + " |")
-    parts += ["## Cost; OPs are multiply-adds at 256x256", "\n".join(lines)]
+            layers += layer_rows(name, packed, args.side, args.repeats)
+    parts += ["## Cost; OPs are multiply-adds at 256x256", "\n".join(lines),
+              f"## Binary layers alone ({args.threads} threads, median of {args.repeats})",
+              "\n".join(layers)]
     text = "\n\n".join(parts) + "\n"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)

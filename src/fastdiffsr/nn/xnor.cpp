@@ -76,40 +76,49 @@ torch::Tensor xnor_conv2d(const torch::Tensor& x, const torch::Tensor& weights,
   auto out = torch::empty({B, H, W, O}, torch::kFloat);
   float* op = out.data_ptr<float>();
   const int64_t Hp = H + 2 * pad, Wp = W + 2 * pad;
+  const int64_t n = taps * words;  // (tap, word) pairs per output pixel
   at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
+    std::vector<uint64_t> s(n), m(n);
+    std::vector<int64_t> ones(n), live(n);  // live: the pairs with any non-zero activation
     std::vector<int64_t> acc(O8);
     for (int64_t row = begin; row < end; ++row) {
       const int64_t b = row / H, y = row % H;
       for (int64_t xx = 0; xx < W; ++xx) {
-        std::fill(acc.begin(), acc.end(), 0);
+        int64_t count = 0;  // gather this pixel's activation words once, for every output
         for (int64_t ky = 0; ky < kernel; ++ky) {
           for (int64_t kx = 0; kx < kernel; ++kx) {
             const int64_t pix = ((b * Hp + y + ky) * Wp + xx + kx) * words;
-            const uint64_t* wt = wp + (ky * kernel + kx) * words * O8;
             for (int64_t k = 0; k < words; ++k) {
-              const uint64_t s = sp[pix + k], m = mp[pix + k];
-              if (m == 0) continue;  // padding or all-zero activations: no contribution
-              const int64_t ones = __builtin_popcountll(m);
-              const uint64_t* w8 = wt + k * O8;
-#if FASTDIFFSR_VPOPCNT
-              const __m512i vs = _mm512_set1_epi64(static_cast<int64_t>(s));
-              const __m512i vm = _mm512_set1_epi64(static_cast<int64_t>(m));
-              const __m512i vones = _mm512_set1_epi64(ones);
-              for (int64_t o = 0; o < O8; o += 8) {
-                const __m512i w = _mm512_loadu_si512(w8 + o);
-                const __m512i d = _mm512_popcnt_epi64(
-                    _mm512_and_si512(_mm512_xor_si512(vs, w), vm));
-                __m512i a = _mm512_loadu_si512(acc.data() + o);
-                a = _mm512_add_epi64(a, _mm512_sub_epi64(vones, _mm512_slli_epi64(d, 1)));
-                _mm512_storeu_si512(acc.data() + o, a);
-              }
-#else
-              for (int64_t o = 0; o < O8; ++o) {
-                acc[o] += ones - 2 * __builtin_popcountll((s ^ w8[o]) & m);
-              }
-#endif
+              const uint64_t mk = mp[pix + k];
+              if (mk == 0) continue;  // padding or all-zero activations: no contribution
+              s[count] = sp[pix + k];
+              m[count] = mk;
+              ones[count] = __builtin_popcountll(mk);
+              live[count++] = (ky * kernel + kx) * words + k;
             }
           }
+        }
+        for (int64_t o = 0; o < O8; o += 8) {  // 8 outputs at once, the sum in a register
+#if FASTDIFFSR_VPOPCNT
+          __m512i a = _mm512_setzero_si512();
+          for (int64_t i = 0; i < count; ++i) {
+            const __m512i w = _mm512_loadu_si512(wp + live[i] * O8 + o);
+            const __m512i d = _mm512_popcnt_epi64(_mm512_and_si512(
+                _mm512_xor_si512(_mm512_set1_epi64(static_cast<int64_t>(s[i])), w),
+                _mm512_set1_epi64(static_cast<int64_t>(m[i]))));
+            a = _mm512_add_epi64(a, _mm512_sub_epi64(_mm512_set1_epi64(ones[i]),
+                                                     _mm512_slli_epi64(d, 1)));
+          }
+          _mm512_storeu_si512(acc.data() + o, a);
+#else
+          for (int64_t j = o; j < o + 8; ++j) {
+            int64_t a = 0;
+            for (int64_t i = 0; i < count; ++i) {
+              a += ones[i] - 2 * __builtin_popcountll((s[i] ^ wp[live[i] * O8 + j]) & m[i]);
+            }
+            acc[j] = a;
+          }
+#endif
         }
         float* dst = op + ((b * H + y) * W + xx) * O;
         for (int64_t o = 0; o < O; ++o) dst[o] = static_cast<float>(acc[o]) * ap[o];
