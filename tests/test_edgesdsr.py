@@ -18,7 +18,7 @@ from fastdiffsr.diffusion.schedules import alphas_cumprod, scaled_linear_betas
 from fastdiffsr.methods.edgesdsr.model import EdgeSDSR, EdgeSDSRConfig
 from fastdiffsr.nn.autoencoder import AutoencoderConfig, KLAutoencoder
 from fastdiffsr.nn.unet import UNetConfig
-from fastdiffsr.train.checkpoints import load_stages
+from fastdiffsr.train.checkpoints import load_stages, substate
 from fastdiffsr.train.recipes import edgesdsr as er
 from fastdiffsr.train.recipes import latent
 from fastdiffsr.train.run import load_recipe, run
@@ -261,6 +261,18 @@ def test_autoencoder_from_another_run(tmp_path, train_folder) -> None:
     run(config, tmp_path / "reuse", CPU, "autoencoder", False)
     a, b = load_file(weights), load_file(tmp_path / "reuse" / "autoencoder" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_x4_configs_share_the_committed_autoencoder() -> None:
+    """The x4 config's ``autoencoder_from`` is the committed file, and it fits the autoencoder
+    tables of both x4 configs exactly (same latent space)."""
+    _, _, edge = load_recipe(ROOT / "configs" / "edgesdsr" / "x4.toml")
+    _, _, yonos = load_recipe(ROOT / "configs" / "yonos" / "x4.toml")
+    assert edge.model.autoencoder == yonos.model.autoencoder
+    state = load_file(ROOT / edge.autoencoder_from)
+    assert float(state.pop("latent_std")) > 0
+    ae = KLAutoencoder(edge.model.autoencoder)
+    ae.load_state_dict(substate(state, "autoencoder."))
 
 
 # ----------------------------------------------------------------- inference

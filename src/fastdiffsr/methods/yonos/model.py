@@ -67,9 +67,12 @@ class YONOSConfig:
     residual: bool = True  # x0_hat = z_lr + UNet(...); False: x0_hat = UNet(...)
     sampling_steps: int = 1  # default DDIM steps at inference
     lr_encoder: LREncoderConfig = field(default_factory=LREncoderConfig)
+    # the largest LR tile by default: UNet attention is quadratic in the tile area (128:
+    # Edge-SD-SR's tiles; the fast stack attends at 1/8 of the LR side and takes 512)
+    max_tile: int = 128
 
     RANGES: ClassVar = {"scale": (1, 8), "timesteps": (1, 10_000), "beta_start": (0, 1),
-                        "beta_end": (0, 1), "sampling_steps": (1, 10_000)}
+                        "beta_end": (0, 1), "sampling_steps": (1, 10_000), "max_tile": (16, 4096)}
 
     def __post_init__(self) -> None:
         check_ranges(self, self.RANGES)
@@ -105,9 +108,7 @@ class YONOS(Upscaler):
         self.multiple_of = grid // math.gcd(grid, cfg.scale)
         self.minimum = 2 * self.multiple_of
         self.tile_overlap = 32  # LR px, as Edge-SD-SR's tiles; the receptive field is global
-        # UNet attention is quadratic in the tile area: 128 px LR tiles (Edge-SD-SR's) keep it
-        # small at any image size
-        self.max_tile = 128
+        self.max_tile = cfg.max_tile
         # float32 activations alive at once, dominated by ~6 decoder maps at full resolution
         self.bytes_per_lr_pixel = 4.0 * 6 * self.autoencoder.hr_channels * cfg.scale**2
         abar = alphas_cumprod(scaled_linear_betas(cfg.timesteps, cfg.beta_start, cfg.beta_end))
@@ -186,8 +187,9 @@ class YONOS(Upscaler):
         return run
 
     def tile_graph(self) -> TileGraph:
-        """The sampler at the default sampling steps on 128 px LR tiles (``max_tile``; the
-        bicubic upsampling inside is fixed to the tile's size) with the tile's latent noise."""
+        """The sampler at the default sampling steps on ``max_tile`` px LR tiles (128 for the
+        shipped models; the bicubic upsampling inside is fixed to the tile's size) with the
+        tile's latent noise."""
         s, f = self.scale, self.cfg.autoencoder.downsample_factor
         if s % f:
             raise NotImplementedError("export needs the image noise on a grid finer than the LR")
