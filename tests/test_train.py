@@ -158,10 +158,12 @@ def test_a_truncated_stage_file_runs_that_stage_again(tmp_path, train_folder, ca
 
 def test_kill_9_at_random_moments_then_resume_gives_the_uninterrupted_weights(
         tmp_path, train_folder) -> None:
-    """SIGKILL a training process at seeded random moments, --resume until it finishes: the
-    exported weights equal an uninterrupted run's, and nothing temporary is left."""
+    """SIGKILL a training process at seeded random moments once it is training (its log has
+    grown), three times, then --resume until it finishes: the exported weights equal an
+    uninterrupted run's, and nothing temporary is left."""
     import random
     import signal
+    import time
 
     cfg = tmp_path / "tiny.toml"
     cfg.write_text(tiny_rdsr_toml(train_folder, iterations=12))
@@ -170,17 +172,25 @@ def test_kill_9_at_random_moments_then_resume_gives_the_uninterrupted_weights(
     subprocess.run([*cmd, "--out", str(tmp_path / "whole")], env=env, check=True,
                    capture_output=True, timeout=300)
     rng, kills, out = random.Random(11), 0, tmp_path / "killed"
+
+    def logged() -> int:
+        return sum(len(p.read_bytes()) for p in out.glob("*/log.jsonl"))
+
     for attempt in range(20):
+        before = logged()
         proc = subprocess.Popen([*cmd, "--out", str(out), *(["--resume"] if attempt else [])],
                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            proc.wait(timeout=rng.uniform(2.0, 8.0))
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            kills += 1
-            continue
-        assert proc.returncode == 0
+        if kills < 3:
+            deadline = time.monotonic() + 120
+            while proc.poll() is None and logged() == before and time.monotonic() < deadline:
+                time.sleep(0.02)
+            time.sleep(rng.uniform(0.0, 0.3))
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                kills += 1
+                continue
+        assert proc.wait(timeout=300) == 0
         break
     else:
         pytest.fail("the run never finished")

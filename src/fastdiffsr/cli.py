@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -15,7 +16,6 @@ from .zoo import (
     DEFAULT_MODEL,
     available_models,
     header_params,
-    model_provenance,
     read_metadata,
     resolve,
 )
@@ -244,7 +244,8 @@ def cmd_models(args) -> int:
     print("| --- | --- | ---: | ---: | --- | ---: | --- |")
     for name in available_models():
         path = resolve(name)
-        prov = model_provenance(path)
+        meta = read_metadata(path)
+        prov = json.loads(meta["provenance"])
         label = name + (" (default)" if name == DEFAULT_MODEL else "")
         label += f" (alias: {aliases[name]})" if name in aliases else ""
         scores = prov.get("scores", {})
@@ -253,7 +254,7 @@ def cmd_models(args) -> int:
         latency = prov.get("latency", {})
         ms = latency.get("128->512", {}).get("latency_ms")
         timed = f"{ms:.0f} ({latency['threads']} threads)" if ms is not None else "-"
-        method = read_metadata(path)["method"]
+        method = meta["method"]
         scale = prov.get("recipe", {}).get("model", {}).get("scale", name.rpartition("x")[2])
         params = prov.get("params_deployed", header_params(path))  # what runs, else stored
         print(f"| {label} | {method} | x{scale} | {params:,} | {psnr} | {timed} | "

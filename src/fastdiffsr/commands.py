@@ -164,7 +164,7 @@ def bench(args) -> int:
     model = bench_model(args.model, args.device, deploy=not args.unfused)
     warn_ignored(args, model)
     opts = _options(args)
-    sides = args.sizes if isinstance(args.sizes, list) else [int(s) for s in args.sizes.split(",")]
+    sides = args.sizes  # a list: argparse applies the `sides` type to the default too
     threads = torch.get_num_threads()
     peaks = [fresh_process_peak_mb(args.model, s, not args.unfused, threads) for s in sides]
     timings = [time_upscale(model, s, args.repeats, opts) for s in sides]

@@ -138,26 +138,27 @@ class UpscaleOptions:
     dtype: str = "fp32"  # "bf16": convolutions and matmuls in bfloat16 (torch.autocast)
 
     def __post_init__(self) -> None:
-        checks = {
-            "outscale": self.outscale is None or (_real(self.outscale)
-                                                  and 0 < self.outscale <= 16),
-            "tile": self.tile is None or (_int(self.tile) and self.tile >= 0),
-            "tile_overlap": self.tile_overlap is None or (_int(self.tile_overlap)
-                                                          and self.tile_overlap >= 0),
-            "batch_tiles": _int(self.batch_tiles) and self.batch_tiles >= 1,
-            "sampling_steps": self.sampling_steps is None or (_int(self.sampling_steps)
-                                                              and self.sampling_steps >= 1),
-            "seed": _int(self.seed) and 0 <= self.seed < 2**63,
-            "memory_budget": _int(self.memory_budget) and self.memory_budget > 0,
-            "dtype": self.dtype in ("fp32", "bf16"),
+        checks = {  # name: (whether it is in range, the range in words)
+            "outscale": (self.outscale is None or (_real(self.outscale)
+                                                   and 0 < self.outscale <= 16),
+                         "None or a number in (0, 16]"),
+            "tile": (self.tile is None or (_int(self.tile) and self.tile >= 0),
+                     "None or an int >= 0"),
+            "tile_overlap": (self.tile_overlap is None or (_int(self.tile_overlap)
+                                                           and self.tile_overlap >= 0),
+                             "None or an int >= 0"),
+            "batch_tiles": (_int(self.batch_tiles) and self.batch_tiles >= 1, "an int >= 1"),
+            "sampling_steps": (self.sampling_steps is None or (_int(self.sampling_steps)
+                                                               and self.sampling_steps >= 1),
+                               "None or an int >= 1"),
+            "seed": (_int(self.seed) and 0 <= self.seed < 2**63, "an int in [0, 2^63)"),
+            "memory_budget": (_int(self.memory_budget) and self.memory_budget > 0,
+                              "an int > 0 (bytes)"),
+            "dtype": (self.dtype in ("fp32", "bf16"), "'fp32' or 'bf16'"),
         }
-        allowed = {"outscale": "None or a number in (0, 16]", "tile": "None or an int >= 0",
-                   "tile_overlap": "None or an int >= 0", "batch_tiles": "an int >= 1",
-                   "sampling_steps": "None or an int >= 1", "seed": "an int in [0, 2^63)",
-                   "memory_budget": "an int > 0 (bytes)", "dtype": "'fp32' or 'bf16'"}
-        for name, ok in checks.items():
+        for name, (ok, allowed) in checks.items():
             if not ok:
-                raise OptionError(f"option {name} must be {allowed[name]}, "
+                raise OptionError(f"option {name} must be {allowed}, "
                                   f"got {getattr(self, name)!r}")
 
     @classmethod

@@ -156,10 +156,15 @@ def load_model(
     return model.to(device).eval()
 
 
+def header_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Each stored tensor's shape, from the file's header (no tensor is read)."""
+    with safe_open(str(path), framework="numpy") as f:
+        return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+
+
 def header_params(path: Path) -> int:
     """Parameters stored in a model file, from its header's shapes (no tensor is read)."""
-    with safe_open(str(path), framework="numpy") as f:
-        return sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())  # noqa: SIM118
+    return sum(math.prod(shape) for shape in header_shapes(path).values())
 
 
 def _expected_tensors(build, cfg: Any, path: Path) -> dict[str, torch.Tensor]:
@@ -176,17 +181,12 @@ def _expected_tensors(build, cfg: Any, path: Path) -> dict[str, torch.Tensor]:
     if params > MAX_PARAMS:
         raise ModelFileError(f"{path}: its config asks for {params:,} parameters, over the "
                              f"{MAX_PARAMS:,} limit")
-    with safe_open(str(path), framework="numpy") as f:
-        stored = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
-
-    def differs() -> bool:
-        return stored != {k: tuple(t.shape) for k, t in expected.items()}
-
+    stored = header_shapes(path)
     if stored.keys() != expected.keys():  # other names: the deployed form?
         with torch.device("meta"):
             model.fuse()
         expected = model.state_dict()
-    if differs():
+    if stored != {k: tuple(t.shape) for k, t in expected.items()}:
         missing = sorted(expected.keys() - stored.keys())
         extra = sorted(stored.keys() - expected.keys())
         wrong = sorted(k for k in stored.keys() & expected.keys()

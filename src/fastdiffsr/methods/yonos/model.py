@@ -78,6 +78,13 @@ class YONOSConfig:
         check_ranges(self, self.RANGES)
 
 
+def lr_grid_encoder(cfg: YONOSConfig) -> LRGridEncoder:
+    """The LR-grid encoder ``cfg.lr_encoder`` describes, at the model's scale and latent."""
+    ae = cfg.autoencoder
+    return LRGridEncoder(cfg.lr_encoder.channels, cfg.lr_encoder.blocks, cfg.scale,
+                         ae.downsample_factor, ae.latent_channels)
+
+
 def image_latent(autoencoder: KLAutoencoder, image: Tensor) -> Tensor:
     """Image [B, 3, H, W] in [0, 1] -> scaled latent [B, C, H/f, W/f] (posterior mode)."""
     return autoencoder.encode_latent(image * 2 - 1)
@@ -100,8 +107,7 @@ class YONOS(Upscaler):
         grid_encoder = cfg.lr_encoder.kind == "lr_grid"
         self.autoencoder = KLAutoencoder(ae, with_encoder=not grid_encoder)
         if grid_encoder:
-            self.lr_encoder = LRGridEncoder(cfg.lr_encoder.channels, cfg.lr_encoder.blocks,
-                                            cfg.scale, ae.downsample_factor, c)
+            self.lr_encoder = lr_grid_encoder(cfg)
         self.unet = UNet(unet)
         # LR sides must be multiples of this: s h divisible by f times the UNet's factor
         grid = ae.downsample_factor * unet.downsample_factor

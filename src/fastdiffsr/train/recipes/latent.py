@@ -55,9 +55,14 @@ from torch import Tensor, nn
 
 from ...data.datasets import downscale
 from ...diffusion.sampling import q_sample
-from ...methods.yonos.model import YONOS, LREncoderConfig, YONOSConfig, image_latent
+from ...methods.yonos.model import (
+    YONOS,
+    LREncoderConfig,
+    YONOSConfig,
+    image_latent,
+    lr_grid_encoder,
+)
 from ...nn.autoencoder import KLAutoencoder
-from ...nn.light import LRGridEncoder
 from ...tiling import pad_to_requirements
 from ...upscaler import upscale_tensor
 from ..checkpoints import Weights, load_stages, substate
@@ -102,11 +107,9 @@ class AutoencoderStage(nn.Module):
     def __init__(self, cfg: YONOSConfig, kl_weight: float, gradient_weight: float,
                  train_encoder: bool = True):
         super().__init__()
-        ae = cfg.autoencoder
-        self.autoencoder = KLAutoencoder(ae)
+        self.autoencoder = KLAutoencoder(cfg.autoencoder)
         if cfg.lr_encoder.kind == "lr_grid":
-            self.lr_encoder = LRGridEncoder(cfg.lr_encoder.channels, cfg.lr_encoder.blocks,
-                                            cfg.scale, ae.downsample_factor, ae.latent_channels)
+            self.lr_encoder = lr_grid_encoder(cfg)
         self.kl_weight, self.gradient_weight = kl_weight, gradient_weight
         self.train_encoder = train_encoder
         for module in lr_encoder_modules(self.autoencoder):
