@@ -1,10 +1,16 @@
-"""Large images through the CLI path (read -> upscale -> write): peak memory and time of one
-``fastdiffsr upscale`` per (model, size, tile), each in a fresh process, and which tile is the
-fastest. The output alone of 4096 x 2160 -> 16384 x 8640 is 425 MB in 8 bits (1.7 GB as the
-float32 picture the pipeline holds once).
+"""Large images through the CLI path (read -> upscale -> write): peak memory, wall, user and
+system time of one ``fastdiffsr upscale`` per (model, size, tile, malloc setting), each in a
+fresh process, and which tile is the fastest. The output alone of 4096 x 2160 -> 16384 x 8640
+is 425 MB in 8 bits (1.7 GB in float32, which the CLI no longer holds: rows are quantized as
+the tiles finish).
 
-    .venv/bin/python benchmarks/large_images.py --threads 2 \\
-        --case bicubic:4096x2160 --case rdsr-x4:4096x2160 --case rdsr-x4:2048x2048:0,128,192,256
+Malloc settings: ``default`` (the CLI's: glibc serves buffers up to 1 GiB from its heap,
+``cli.keep_freed_buffers``), ``system`` (glibc's own: buffers over 32 MiB mapped afresh each
+time), ``trim`` (the default and no heap trimming under 1 GiB).
+
+    .venv/bin/python benchmarks/large_images.py --threads 2 --malloc default,system \\
+        --case bicubic:4096x2160 --case rdsr-x4:4096x2160:128,192,384,512 \\
+        --case edgesdsr-x4:1024x800
 
 writes ``benchmarks/results/large_images.md`` (rows as they finish).
 """
@@ -12,6 +18,7 @@ writes ``benchmarks/results/large_images.md`` (rows as they finish).
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import subprocess
 import sys
@@ -35,21 +42,26 @@ def photo(path: Path, width: int, height: int) -> Path:
 
 
 CHILD = ("import resource, sys; from fastdiffsr.cli import main; code = main(sys.argv[1:]); "
-         "print('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(code)")
+         "r = resource.getrusage(resource.RUSAGE_SELF); "
+         "print('USAGE', r.ru_utime, r.ru_stime, r.ru_maxrss); sys.exit(code)")
+MALLOC = {"default": {}, "system": {"FASTDIFFSR_MALLOC": "system"},
+          "trim": {"MALLOC_TRIM_THRESHOLD_": str(1 << 30)}}
 
 
-def run_case(model: str, src: Path, tile: str | None, threads: int,
-             out: Path) -> tuple[float, float]:
-    """(seconds, peak RSS MB) of one ``fastdiffsr upscale`` in a child process."""
+def run_case(model: str, src: Path, tile: str | None, threads: int, out: Path,
+             malloc: str = "default") -> tuple[float, float, float, float]:
+    """(wall s, user s, system s, peak RSS MB) of one ``fastdiffsr upscale`` in a child
+    process."""
     cmd = [sys.executable, "-c", CHILD, "upscale", "-i", str(src), "-o", str(out), "-n", model,
            "--threads", str(threads), "--quiet", "--overwrite"]
     if tile is not None:
         cmd += ["--tile", tile]
     start = time.perf_counter()
-    done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    done = subprocess.run(cmd, check=True, capture_output=True, text=True,
+                          env={**os.environ, **MALLOC[malloc]})
     seconds = time.perf_counter() - start
-    peak_kb = int(done.stdout.split("PEAK")[-1])
-    return seconds, peak_kb / 1024
+    user, system, peak_kb = map(float, done.stdout.split("USAGE")[-1].split())
+    return seconds, user, system, peak_kb / 1024
 
 
 def main() -> None:
@@ -59,24 +71,29 @@ def main() -> None:
                         metavar="MODEL:WxH[:TILES]", help="TILES: comma-separated --tile values "
                         "to time besides the default (repeatable)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--malloc", default="default", help="comma-separated settings of "
+                        f"{', '.join(MALLOC)}")
     parser.add_argument("--out", type=Path,
                         default=ROOT / "benchmarks" / "results" / "large_images.md")
     args = parser.parse_args()
     lines = ["# Large images: memory and time of one upscale", "",
              f"`benchmarks/large_images.py` on {platform.processor() or platform.machine()}, "
              f"{args.threads} threads: `fastdiffsr upscale` on a JPEG, each run in a fresh "
-             "process, peak RSS of that process (ru_maxrss; torch and the model included).", "",
-             "| model | input | tile | seconds | peak RSS (MB) |",
-             "| --- | --- | --- | ---: | ---: |"]
+             "process, nothing else running; its wall time, CPU time in user code and in the "
+             "kernel, and peak RSS (ru_maxrss; torch and the model included).", "",
+             "| model | input | tile | malloc | seconds | user s | system s | peak RSS (MB) |",
+             "| --- | --- | --- | --- | ---: | ---: | ---: | ---: |"]
     with tempfile.TemporaryDirectory() as tmp:
         for case in args.case:
             model, size, *tiles = case.split(":")
             width, height = map(int, size.split("x"))
             src = photo(Path(tmp) / f"photo_{size}.jpg", width, height)
             for tile in [None, *(tiles[0].split(",") if tiles else [])]:
-                seconds, peak = run_case(model, src, tile, args.threads, Path(tmp) / "out")
-                lines.append(f"| {model} | {size} | {tile or 'default'} | {seconds:.1f} | "
-                             f"{peak:.0f} |")
+                for malloc in args.malloc.split(","):
+                    seconds, user, system, peak = run_case(model, src, tile, args.threads,
+                                                           Path(tmp) / "out", malloc)
+                    lines.append(f"| {model} | {size} | {tile or 'default'} | {malloc} | "
+                                 f"{seconds:.1f} | {user:.1f} | {system:.1f} | {peak:.0f} |")
                 args.out.write_text("\n".join(lines) + "\n")
                 print(lines[-1], flush=True)
 

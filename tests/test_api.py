@@ -8,9 +8,10 @@ from PIL import Image
 
 import fastdiffsr
 from fastdiffsr import Picture, available_models, load_model, read_image, upscale, write_image
-from fastdiffsr.imageio import picture_to_tensor
+from fastdiffsr.api import upscale_picture
+from fastdiffsr.imageio import picture_to_tensor, quantize
 from fastdiffsr.resize import imresize
-from fastdiffsr.upscaler import Cancelled, OptionError, Upscaler
+from fastdiffsr.upscaler import Cancelled, OptionError, UpscaleOptions, Upscaler
 
 H, W = 30, 23
 
@@ -210,3 +211,34 @@ def test_bf16_option_runs_the_model_under_autocast():
     assert b.dtype == torch.float32 and 0 < (a - b).abs().max() < 0.05
     with pytest.raises(ValueError, match="dtype"):
         upscale_tensor(model, lr, UpscaleOptions(dtype="fp16"))
+
+
+@pytest.mark.parametrize(("depth", "channels", "tile"), [(8, 3, 12), (16, 3, 0), (8, 1, 12),
+                                                         (16, 1, 12)])
+def test_levels_stream_the_same_pixels_the_float_path_gives(bicubic, rgb, depth, channels, tile):
+    """The CLI's path (rows quantized as the tiles finish) equals quantizing the float
+    output; gray stays gray."""
+    pic = Picture(rgb[:, :, :channels], None, depth)
+    opts = UpscaleOptions(tile=tile, tile_overlap=4 if tile else None)
+    levels = upscale_picture(bicubic, pic, opts, levels=True)
+    assert levels.pixels.dtype == (np.uint16 if depth == 16 else np.uint8)
+    np.testing.assert_array_equal(levels.pixels,
+                                  quantize(upscale_picture(bicubic, pic, opts).pixels, depth))
+
+
+def test_levels_with_an_outscale_and_alpha(bicubic, rgb):
+    pic = Picture(rgb, rgb[:, :, 0], 8)
+    out = upscale_picture(bicubic, pic, UpscaleOptions(outscale=2.5), levels=True)
+    ref = upscale_picture(bicubic, pic, UpscaleOptions(outscale=2.5))
+    assert out.pixels.dtype == np.uint8 and out.pixels.shape == (75, 58, 3)
+    np.testing.assert_array_equal(out.pixels, quantize(ref.pixels, 8))
+    np.testing.assert_array_equal(out.alpha, ref.alpha)
+
+
+@pytest.mark.parametrize(("depth", "suffix"), [(8, ".png"), (16, ".png"), (8, ".jpg"),
+                                               (16, ".tif")])
+def test_a_picture_of_levels_writes_the_same_file(rgb, tmp_path, depth, suffix):
+    px = rgb[:, :, :1] if suffix == ".tif" else rgb
+    floats = write_image(tmp_path / f"f{suffix}", Picture(px, None, depth))
+    levels = write_image(tmp_path / f"l{suffix}", Picture(quantize(px, depth), None, depth))
+    assert floats.read_bytes() == levels.read_bytes()

@@ -370,3 +370,14 @@ def test_existing_outputs_need_overwrite(tmp_path, capsys):
     code, _, _ = _run(capsys, "upscale", "-i", folder, "-o", out, "-n", "bicubic", "--overwrite")
     assert code == 0 and read_image(out / "e_out.png").pixels.shape == (4 * H, 4 * W, 3)
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_glibc_keeps_freed_buffers_unless_told_not_to(monkeypatch):
+    import platform
+
+    from fastdiffsr.cli import keep_freed_buffers
+
+    monkeypatch.setenv("FASTDIFFSR_MALLOC", "system")
+    assert keep_freed_buffers() is False
+    monkeypatch.delenv("FASTDIFFSR_MALLOC")
+    assert keep_freed_buffers() is (platform.libc_ver()[0] == "glibc")

@@ -403,3 +403,29 @@ def test_output_dtype_follows_fn(dtype: torch.dtype) -> None:
     out = tiled_apply(lambda t: nearest(2)(t).to(dtype), x, 16, 4, 2)
     assert out.dtype == dtype and out.shape == (1, 3, 80, 74)
     torch.testing.assert_close(out, nearest(2)(x).to(dtype))
+
+
+@pytest.mark.parametrize(("size", "tile", "overlap"), [(96, 32, 8), (90, 40, 12), (70, 33, 16)])
+def test_sink_gets_each_row_once_top_to_bottom_and_the_same_values(size: int, tile: int,
+                                                                  overlap: int) -> None:
+    """Rows stream out as tile rows finish (the last stride may be short: 70 = 33 + 33 + 4),
+    none is held longer than a tile row, and together they equal the assembled output."""
+    x, fn = smooth_image(size), conv_sr(2)
+    calls: list[tuple[int, Tensor]] = []
+    with torch.no_grad():
+        full = tiled_apply(fn, x, tile, overlap, 2)
+        none = tiled_apply(fn, x, tile, overlap, 2, sink=lambda top, r: calls.append((top, r.clone())))
+    assert none is None
+    tops = [top for top, _ in calls]
+    assert tops[0] == 0 and tops == sorted(tops) and len(tops) == len(tile_starts(size, tile,
+                                                                                 overlap))
+    assert all(r.shape[2] <= 2 * tile for _, r in calls)
+    assert [a + r.shape[2] for a, (_, r) in zip(tops, calls)] == [*tops[1:], 2 * size]
+    assert torch.equal(torch.cat([r for _, r in calls], dim=2), full)
+
+
+def test_sink_gets_a_single_tile_whole() -> None:
+    calls: list[tuple[int, Tensor]] = []
+    with torch.no_grad():
+        tiled_apply(nearest(2), smooth_image(24), 32, 8, 2, sink=lambda top, r: calls.append((top, r.clone())))
+    assert len(calls) == 1 and calls[0][0] == 0 and calls[0][1].shape == (1, 3, 48, 48)

@@ -284,10 +284,34 @@ def cmd_train(args) -> int:
 
 
 def _threads(n: int | None) -> None:
+    """Set torch's threads (if given) and keep large freed buffers in the heap."""
+    keep_freed_buffers()
     if n:
         import torch
 
         torch.set_num_threads(n)
+
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt parameters, glibc's malloc.h
+MMAP_THRESHOLD = 1 << 30
+
+
+def keep_freed_buffers() -> bool:
+    """Ask glibc's malloc to serve buffers up to 1 GiB from the heap and to reuse them.
+
+    By default glibc maps every allocation over 32 MiB afresh and unmaps it when freed, so
+    each tile's activations (a latent model's decoder at 512 px: hundreds of MB per batch) are
+    zeroed page by page by the kernel again: on a 1024x800 photo edgesdsr-x4 spent as much
+    time in the kernel as in its own code (benchmarks/results/large_images.md). Not on other
+    C libraries, nor when the user set ``FASTDIFFSR_MALLOC=system``. Returns whether set."""
+    import ctypes
+    import os
+    import platform
+
+    if os.environ.get("FASTDIFFSR_MALLOC") == "system" or platform.libc_ver()[0] != "glibc":
+        return False
+    libc = ctypes.CDLL(None)
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
 
 
 def build_parser() -> argparse.ArgumentParser:

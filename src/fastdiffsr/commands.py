@@ -107,7 +107,7 @@ def upscale_files(args) -> int:
         try:
             pic = read_image(src, max_pixels=args.max_megapixels * 1_000_000)
             with tqdm(unit="tile", desc=src.name, leave=False, disable=quiet) as tiles:
-                out = upscale_picture(model, pic, opts, progress=_tile_progress(tiles))
+                out = upscale_picture(model, pic, opts, _tile_progress(tiles), levels=True)
             dst = write_image(plan[src], out, args.quality)
             bar.write(f"{src} -> {dst}")
         except Exception as e:  # report, skip, keep going; the exit code says it failed

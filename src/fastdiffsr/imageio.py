@@ -36,6 +36,7 @@ __all__ = [
     "Picture",
     "is_image_file",
     "picture_to_tensor",
+    "quantize",
     "read_image",
     "tensor_to_pixels",
     "write_image",
@@ -43,6 +44,7 @@ __all__ = [
 
 SUPPORTED_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff",
                                        ".avif", ".heic", ".heif")
+LEVELS = {8: np.dtype(np.uint8), 16: np.dtype(np.uint16)}  # integer samples per bit depth
 MAX_PIXELS = 50_000_000  # default limit on an input's declared pixels (8K x 6K); configurable
 MAX_FILE_BYTES = 1 << 30  # no image file we read is larger
 
@@ -95,7 +97,11 @@ class ImageMeta:
 
 @dataclass(frozen=True, eq=False)
 class Picture:
-    """Decoded image: float32 pixels (H x W x C, C in {1, 3}) and alpha (H x W) in [0, 1]."""
+    """Decoded image: float32 pixels (H x W x C, C in {1, 3}) and alpha (H x W) in [0, 1].
+
+    ``pixels`` may instead hold the integer levels of ``bit_depth`` (uint8 for 8, uint16 for
+    16), as ``upscale_picture(..., levels=True)`` makes them for ``write_image``: a 16384 x
+    8640 RGB picture is 425 MB in 8 bits, 1.7 GB in float32. ``read_image`` gives floats."""
 
     pixels: np.ndarray
     alpha: np.ndarray | None = None
@@ -103,7 +109,9 @@ class Picture:
     meta: ImageMeta | None = None  # the source file's metadata (read_image), or None
 
     def __post_init__(self) -> None:
-        pixels = np.asarray(self.pixels, dtype=np.float32)
+        pixels = np.asarray(self.pixels)
+        if pixels.dtype != LEVELS.get(self.bit_depth):
+            pixels = pixels.astype(np.float32, copy=False)
         if pixels.ndim == 2:
             pixels = pixels[:, :, None]
         if pixels.ndim != 3 or pixels.shape[2] not in (1, 3):
@@ -308,14 +316,20 @@ def read_image(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> Pi
 # --------------------------------------------------------------------------- writing
 
 
-def _quantize(x: np.ndarray, depth: int, rows: int = 256) -> np.ndarray:
-    """[0, 1] floats -> uint8 / uint16 levels (NaN -> 0), ``rows`` at a time: no full-size
-    float temporaries beside the picture."""
-    maxval = np.float32(65535.0 if depth == 16 else 255.0)
+def quantize(x: np.ndarray, depth: int, out: np.ndarray | None = None,
+             rows: int = 256) -> np.ndarray:
+    """[0, 1] floats (or another depth's levels) -> the uint8 / uint16 levels of ``depth``
+    (NaN -> 0), ``rows`` at a time: no full-size float temporaries beside the picture. Levels
+    of ``depth`` already are returned as they are; ``out`` receives the result if given."""
     x = np.asarray(x)
-    out = np.empty(x.shape, np.uint16 if depth == 16 else np.uint8)
+    if x.dtype == LEVELS[depth] and out is None:
+        return x
+    maxval = np.float32(2**depth - 1)
+    scale = 1 / np.float32(np.iinfo(x.dtype).max) if x.dtype.kind == "u" else None
+    out = np.empty(x.shape, LEVELS[depth]) if out is None else out
     for r in range(0, x.shape[0], rows):
-        band = np.nan_to_num(x[r : r + rows].astype(np.float32), nan=0.0)
+        band = x[r : r + rows].astype(np.float32)
+        band = band * scale if scale is not None else np.nan_to_num(band, nan=0.0)
         out[r : r + rows] = np.round(np.clip(band, 0.0, 1.0) * maxval)
     return out
 
@@ -402,14 +416,17 @@ def _encode(picture: Picture, fmt: str, quality: int) -> bytes:
     )
     if depth16 and not (gray and alpha is None):
         # 16-bit RGB, RGBA or gray+alpha PNG: Pillow cannot write these.
-        planes = [picture.pixels] if alpha is None else [picture.pixels, alpha[:, :, None]]
-        return _encode_png16(_quantize(np.concatenate(planes, axis=2), 16), picture.meta)
-    if depth16:
-        img = Image.fromarray(_quantize(picture.pixels[:, :, 0], 16))  # mode "I;16"
-    else:
-        arr = _quantize(picture.pixels, 8)
+        planes = [quantize(picture.pixels, 16)]
         if alpha is not None:
-            arr = np.concatenate([arr, _quantize(alpha, 8)[:, :, None]], axis=2)
+            planes.append(quantize(alpha, 16)[:, :, None])
+        samples = planes[0] if alpha is None else np.concatenate(planes, axis=2)
+        return _encode_png16(samples, picture.meta)
+    if depth16:
+        img = Image.fromarray(quantize(picture.pixels[:, :, 0], 16))  # mode "I;16"
+    else:
+        arr = quantize(picture.pixels, 8)
+        if alpha is not None:
+            arr = np.concatenate([arr, quantize(alpha, 8)[:, :, None]], axis=2)
         if gray and fmt in ("WEBP", "AVIF"):  # no gray mode
             arr = np.concatenate([arr[:, :, :1]] * 3 + [arr[:, :, 1:]], axis=2)
         img = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)

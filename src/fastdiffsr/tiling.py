@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["auto_tile_size", "blend_window", "tile_starts", "tiled_apply"]
+__all__ = ["Canvas", "Sink", "auto_tile_size", "blend_window", "tile_starts", "tiled_apply"]
 
 _FLOOR = 1e-8  # weight of guard-band pixels: > 0, so normalisation never divides by zero
 
@@ -206,57 +206,94 @@ def _tile_grid(h: int, w: int, th: int, tw: int, overlap: int) -> list[tuple[int
     ]
 
 
+# sink(first_row, rows [1, C_out, n, W*s]): finished output rows, top to bottom, each row once;
+# ``rows`` is valid during the call only (the tiler reuses its memory): copy what is kept
+Sink = Callable[[int, Tensor], None]
+
+
+class Canvas:
+    """The sink that assembles the rows into one ``out`` [1, C_out, height, W*s] (channels-last
+    memory: it converts to an H x W x C picture without a copy), allocated on the first rows."""
+
+    def __init__(self, height: int):
+        self.height = height
+        self.out: Tensor | None = None
+
+    def __call__(self, top: int, rows: Tensor) -> None:
+        if self.out is None:
+            shape = (1, self.height, rows.shape[3], rows.shape[1])
+            self.out = rows.new_empty(shape).permute(0, 3, 1, 2)
+        self.out[:, :, top : top + rows.shape[2]] = rows
+
+
 @dataclass
 class _Blender:
-    """Accumulates windowed tile outputs in ``acc`` ``[1, C_out, H*s, W*s]`` (float32 or wider,
-    channels-last memory: the output converts to an H x W x C picture without a copy); windows
-    cached per edge pattern. Every window is an outer product of a row and a column profile
-    and the tiles form a full grid, so the summed weights are the outer product of two 1-D
-    sums, ``rows`` [H*s] and ``cols`` [W*s]: no full-size weight map is kept."""
+    """Accumulates windowed tile outputs in ``band`` [1, C_out, th*s, W*s], the output rows
+    ``[top, top + th*s)`` (float32 or wider, channels-last memory); rows above a new tile row
+    are final and go to ``sink``, so no full-size accumulator exists. Windows are cached per
+    edge pattern. Every window is an outer product of a row and a column profile and the tiles
+    form a full grid, so the summed weights are the outer product of two 1-D sums, ``rows``
+    [H*s] and ``cols`` [W*s]: no full-size weight map is kept either."""
 
     th: int
     tw: int
     overlap: int
     guard: int
     scale: int
-    acc: Tensor
+    band: Tensor
     rows: Tensor
     cols: Tensor
     out_dtype: torch.dtype
+    sink: Sink
+    top: int = 0
     cache: dict[Edges, Tensor] = field(default_factory=dict)
 
     @classmethod
     def like(
-        cls, y: Tensor, h: int, w: int, th: int, tw: int, overlap: int, guard: int, scale: int
+        cls, y: Tensor, h: int, w: int, th: int, tw: int, overlap: int, guard: int, scale: int,
+        sink: Sink,
     ) -> _Blender:
-        """Zeroed accumulator for an ``[1, C_out, h*scale, w*scale]`` result like ``y``, and the
+        """Zeroed band for an ``[1, C_out, h*scale, w*scale]`` result like ``y``, and the
         weight sums of the tile grid."""
         dtype = torch.promote_types(y.dtype, torch.float32)
-        acc = y.new_zeros((1, h * scale, w * scale, y.shape[1]), dtype=dtype).permute(0, 3, 1, 2)
+        shape = (1, th * scale, w * scale, y.shape[1])
+        band = y.new_zeros(shape, dtype=dtype).permute(0, 3, 1, 2)
         g = min(guard * scale, overlap * scale // 2)
-        rows = _profile_sum(h, th, overlap, scale, g).to(acc)
-        cols = _profile_sum(w, tw, overlap, scale, g).to(acc)
-        return cls(th, tw, overlap, guard, scale, acc, rows, cols, y.dtype)
+        rows = _profile_sum(h, th, overlap, scale, g).to(band)
+        cols = _profile_sum(w, tw, overlap, scale, g).to(band)
+        return cls(th, tw, overlap, guard, scale, band, rows, cols, y.dtype, sink)
 
     def window(self, edges: Edges) -> Tensor:
-        """Blend window ``[th*s, tw*s]`` on the accumulator's device and dtype."""
+        """Blend window ``[th*s, tw*s]`` on the band's device and dtype."""
         if edges not in self.cache:
             win = blend_window(self.th, self.tw, self.overlap, edges, self.scale, guard=self.guard)
-            self.cache[edges] = win.to(self.acc)
+            self.cache[edges] = win.to(self.band)
         return self.cache[edges]
 
     def add(self, y: Tensor, chunk: list[tuple[int, int, Edges]]) -> None:
-        """Add tile outputs ``y`` ``[n, C_out, th*s, tw*s]`` at the positions in ``chunk``."""
-        s, hs, ws = self.scale, self.th * self.scale, self.tw * self.scale
+        """Add tile outputs ``y`` ``[n, C_out, th*s, tw*s]`` at the positions in ``chunk``
+        (row-major, as ``_tile_grid``)."""
+        s, ws = self.scale, self.tw * self.scale
         for k, (y0, x0, edges) in enumerate(chunk):
-            win = self.window(edges)
-            rows, cols = slice(y0 * s, y0 * s + hs), slice(x0 * s, x0 * s + ws)
-            self.acc[:, :, rows, cols] += y[k : k + 1].to(self.acc.dtype) * win
+            self.flush(y0 * s)  # the band now starts at the tile's first row
+            cols = slice(x0 * s, x0 * s + ws)
+            self.band[:, :, :, cols] += y[k : k + 1].to(self.band.dtype) * self.window(edges)
 
-    def result(self) -> Tensor:
-        """Normalised output ``[1, C_out, H*s, W*s]`` in ``fn``'s output dtype (in place)."""
-        self.acc.div_(self.rows[:, None]).div_(self.cols[None, :])
-        return self.acc.to(self.out_dtype)
+    def flush(self, until: int) -> None:
+        """Normalise rows ``[top, until)`` (no tile adds to them any more), give them to the
+        sink, and move the band down to start at ``until``."""
+        n = until - self.top
+        if n <= 0:
+            return
+        done = self.band[:, :, :n]
+        done.div_(self.rows[self.top : until, None]).div_(self.cols[None, :])
+        self.sink(self.top, done.to(self.out_dtype))
+        keep = self.band.shape[2] - n
+        if keep > 0:
+            rest = self.band[:, :, n:]
+            self.band[:, :, :keep] = rest.clone() if n < keep else rest  # overlapping if n < keep
+        self.band[:, :, max(keep, 0) :].zero_()
+        self.top = until
 
 
 def _profile_sum(size: int, tile: int, overlap: int, scale: int, guard: int) -> Tensor:
@@ -280,9 +317,11 @@ def _run_tiles(
     scale: int,
     per_call: int,
     progress: Callable[[int, int], None] | None,
-) -> Tensor:
+    sink: Sink,
+) -> None:
     """Cut every input into the same ``th x tw`` LR tiles (input i at its grid ratio
-    ``ratios[i]``), run ``fn`` on batches of them and blend the outputs."""
+    ``ratios[i]``), run ``fn`` on batches of them, blend the outputs and give the finished rows
+    to ``sink``."""
     h, w = inputs[0].shape[-2:]
     grid = _tile_grid(h, w, th, tw, overlap)
     blender: _Blender | None = None
@@ -292,14 +331,14 @@ def _run_tiles(
                             for y0, x0, _ in chunk])
                  for t, r in zip(inputs, ratios, strict=True)]
         y = fn(*crops)
-        channels = None if blender is None else blender.acc.shape[1]
+        channels = None if blender is None else blender.band.shape[1]
         _check_output(y, len(chunk), th * scale, tw * scale, channels)
         if blender is None:
-            blender = _Blender.like(y, h, w, th, tw, overlap, guard, scale)
+            blender = _Blender.like(y, h, w, th, tw, overlap, guard, scale, sink)
         blender.add(y, chunk)
         if progress is not None:
             progress(i + len(chunk), len(grid))
-    return blender.result()
+    blender.flush(h * scale)
 
 
 def tiled_apply(
@@ -314,7 +353,8 @@ def tiled_apply(
     memory_budget: int = 2 * 1024**3,
     progress: Callable[[int, int], None] | None = None,
     guard: int | None = None,
-) -> Tensor:
+    sink: Sink | None = None,
+) -> Tensor | None:
     """Apply an SR model ``fn`` to an image tile by tile and blend the tiles seamlessly.
 
     Args:
@@ -332,10 +372,13 @@ def tiled_apply(
         progress: called as ``progress(done_tiles, total_tiles)`` after each call.
         guard: LR px at each shared tile side given negligible weight (default
             ``overlap // 4``); tiling is exact for local models with receptive radius <= guard.
+        sink: called ``sink(first_row, rows)`` with the output's rows ``[1, C_out, n,
+            W*scale]`` top to bottom as soon as no later tile adds to them; then the full
+            output is never held (a band of one tile row is). None: they are assembled.
 
-    Returns ``[1, C_out, H*scale, W*scale]`` with the dtype and device of ``fn``'s output.
+    Returns ``[1, C_out, H*scale, W*scale]`` with the dtype and device of ``fn``'s output
+    (if the image fits in one tile, ``fn(*inputs)``), or None when the rows went to ``sink``.
     Runs under the caller's grad mode; exceptions from ``fn`` propagate unchanged.
-    If the image fits in one tile, returns ``fn(*inputs)``.
     """
     inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
     ratios = _grid_ratios(inputs)
@@ -346,14 +389,20 @@ def tiled_apply(
         _check_output(y, 1, h * scale, w * scale, None)
         if progress is not None:
             progress(1, 1)
-        return y
+        if sink is None:
+            return y
+        sink(0, y)
+        return None
     th, tw = min(tile, h), min(tile, w)
     overlap = min(overlap, tile - 1)
     guard = overlap // 4 if guard is None else guard
     if guard < 0:
         raise ValueError(f"guard must be >= 0, got {guard}")
     per_call = _batch_limit(batch_size, th, tw, bytes_per_lr_pixel, memory_budget)
-    return _run_tiles(fn, inputs, ratios, th, tw, overlap, guard, scale, per_call, progress)
+    canvas = Canvas(h * scale) if sink is None else None
+    _run_tiles(fn, inputs, ratios, th, tw, overlap, guard, scale, per_call, progress,
+               sink or canvas)
+    return None if canvas is None else canvas.out
 
 
 def pad_to_requirements(x: Tensor, multiple_of: int, minimum: int) -> Tensor:

@@ -1,9 +1,9 @@
 """The contract every loadable model follows (DESIGN.md, "Upscaler") and the one inference path.
 
-``upscale_tensor`` is the only place that pads an image to the model's requirements, draws the
-image's noise once, chooses the tile size, tiles, blends and crops; the CLI, the Python API,
-evaluation, benchmarks, training validation and the ablation scripts all call it, and so does
-``Upscaler.forward`` (whole images, one tile).
+``upscale_rows`` (and ``upscale_tensor``, its rows assembled) is the only place that pads an
+image to the model's requirements, draws the image's noise once, chooses the tile size, tiles,
+blends and crops; the CLI, the Python API, evaluation, benchmarks, training validation and the
+ablation scripts all call it, and so does ``Upscaler.forward`` (whole images, one tile).
 """
 
 from __future__ import annotations
@@ -18,7 +18,15 @@ import torch
 from torch import Tensor, nn
 
 from .errors import NonFiniteOutputError, OptionError
-from .tiling import TileFn, auto_tile_size, pad_to_requirements, tile_starts, tiled_apply
+from .tiling import (
+    Canvas,
+    Sink,
+    TileFn,
+    auto_tile_size,
+    pad_to_requirements,
+    tile_starts,
+    tiled_apply,
+)
 
 MAX_TILES = 4096  # tiles per image: beyond this a plan is a mistake (a tiny --tile), not a job
 
@@ -191,10 +199,23 @@ def upscale_tensor(
     model: Upscaler, lr: Tensor, opts: UpscaleOptions = DEFAULTS,
     progress: Progress | None = None,
 ) -> Tensor:
-    """[1, 3, H, W] in [0, 1] -> [1, 3, sH, sW] float32: pad, per-image preparation, the
-    image's noise drawn once, tiles (the LR and the noise cropped alike), blend, crop.
-    ``progress(done, total)`` follows the tiles; when it returns False the upscale stops with
-    ``Cancelled``.
+    """[1, 3, H, W] in [0, 1] -> [1, 3, sH, sW] float32 (channels-last memory):
+    ``upscale_rows`` assembled."""
+    canvas = Canvas(lr.shape[-2] * model.scale)
+    upscale_rows(model, lr, canvas, opts, progress)
+    return canvas.out
+
+
+def upscale_rows(
+    model: Upscaler, lr: Tensor, sink: Sink, opts: UpscaleOptions = DEFAULTS,
+    progress: Progress | None = None,
+) -> None:
+    """Upscale [1, 3, H, W] in [0, 1], giving the output to ``sink(first_row, rows [1, 3, n,
+    sW] float32)`` top to bottom as the tiles finish (a band of one tile row is held, never
+    the whole float output): pad, per-image preparation, the image's noise drawn once, tiles
+    (the LR and the noise cropped alike), blend, crop. ``progress(done, total)`` follows the
+    tiles; when it returns False the upscale stops with ``Cancelled``. Rows with NaN or
+    infinite values stop it with ``NonFiniteOutputError`` (broken weights).
 
     Runs in inference mode: no autograd graph, whoever calls it. ``opts.dtype = "bf16"`` runs
     the model under ``torch.autocast`` in bfloat16 (the CPU's native bf16 path where it has
@@ -210,13 +231,25 @@ def upscale_tensor(
         fn = model.prepare(x, opts.sampling_steps, opts.seed)
         noise = model.image_noise(x, opts.seed)
         inputs = [x] if noise is None else [x, noise]
-        y = tiled_apply(fn, inputs, tile, overlap, model.scale,
-                        batch_size=opts.batch_tiles, bytes_per_lr_pixel=model.bytes_per_lr_pixel,
-                        memory_budget=opts.memory_budget, progress=_cancellable(progress))
-    if not torch.isfinite(y.sum()):  # one pass, no full-size mask (values are ~[0, 1])
-        raise NonFiniteOutputError(f"the {model.method} model produced NaN or infinite values "
-                                   "(broken weights?): nothing is returned")
-    return y[..., : h * model.scale, : w * model.scale].float()
+        tiled_apply(fn, inputs, tile, overlap, model.scale,
+                    batch_size=opts.batch_tiles, bytes_per_lr_pixel=model.bytes_per_lr_pixel,
+                    memory_budget=opts.memory_budget, progress=_cancellable(progress),
+                    sink=_cropped(sink, h * model.scale, w * model.scale, model.method))
+
+
+def _cropped(sink: Sink, height: int, width: int, method: str) -> Sink:
+    """The rows of the padded output inside ``height`` x ``width``, as float32, checked."""
+
+    def take(top: int, rows: Tensor) -> None:
+        if top >= height:
+            return
+        rows = rows[:, :, : height - top, :width].float()
+        if not torch.isfinite(rows.sum()):  # one pass, no mask (values are ~[0, 1])
+            raise NonFiniteOutputError(f"the {method} model produced NaN or infinite values "
+                                       "(broken weights?): nothing is returned")
+        sink(top, rows)
+
+    return take
 
 
 def _cancellable(progress: Progress | None) -> Callable[[int, int], None] | None:

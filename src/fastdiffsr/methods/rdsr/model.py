@@ -205,6 +205,9 @@ class RDSR(Upscaler):
         # receptive radius is blocks + 2 LR px; tiling's guard band (overlap / 4) plus the
         # cross-fade then sees almost no padding effects
         self.tile_overlap = 2 * (cfg.blocks + 2)
+        # the fastest default tile on large images (benchmarks/results/large_images.md: the
+        # activations of a 256 px tile stay in cache; larger tiles are slower per pixel)
+        self.max_tile = 256
         # float32 activations alive at once: ~3 feature maps of C plus the 3 s^2 tail output
         self.bytes_per_lr_pixel = 4.0 * (3 * cfg.channels + 6 * cfg.scale**2)
         self.prior = PriorDiffusion(cfg)
