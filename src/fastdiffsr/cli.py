@@ -1,9 +1,8 @@
-"""The ``fastdiffsr`` command: upscale | eval | train | bench | export | models."""
+"""The ``fastdiffsr`` command: upscale | eval | train | bench | export | serve | models."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -11,14 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .errors import USER_ERRORS, UsageError
-from .zoo import (
-    ALIASES,
-    DEFAULT_MODEL,
-    available_models,
-    header_params,
-    read_metadata,
-    resolve,
-)
+from .zoo import ALIASES, DEFAULT_MODEL, available_models, summary
 
 # torch is imported by the commands that run a model, not here: `models` and `--help` answer
 # in a fraction of a second. USER_ERRORS are the user's input, not a bug: one line on stderr,
@@ -205,6 +197,37 @@ def _add_export(sub) -> None:
     _add_threads(p)
 
 
+def _add_serve(sub) -> None:
+    p = sub.add_parser("serve", help="a local web page and HTTP API (needs fastdiffsr[serve])",
+                       formatter_class=Help)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (another than localhost exposes it to the network)")
+    p.add_argument("--port", type=integer(1, 65535), default=8000, help="TCP port")
+    p.add_argument("--models", type=model_list, default=None,
+                   help="comma-separated models to offer (default: every shipped one)")
+    p.add_argument("--max-upload-mb", type=integer(1, 1024), default=32,
+                   help="largest upload accepted")
+    p.add_argument("--max-megapixels", type=integer(1, 50), default=4,
+                   help="largest input picture accepted, checked before it is decoded")
+    p.add_argument("--workers", type=integer(1, 64), default=1, help="jobs that run at once")
+    p.add_argument("--queue", type=integer(0, 1024), default=8,
+                   help="jobs that may wait; beyond, a request gets 503")
+    p.add_argument("--keep-minutes", type=integer(1, 1440), default=10,
+                   help="how long a result stays downloadable")
+    _add_threads(p)
+
+
+def model_list(text: str) -> list[str]:
+    """An argparse type: comma-separated names of shipped models (or their aliases)."""
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    known = [*available_models(), *ALIASES]
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown model(s) {', '.join(unknown) or '(none)'}; "
+                                         f"shipped: {', '.join(known)}")
+    return names
+
+
 def cmd_upscale(args) -> int:
     from .commands import upscale_files
 
@@ -226,6 +249,17 @@ def cmd_bench(args) -> int:
     return bench(args)
 
 
+def cmd_serve(args) -> int:
+    from .serve import run
+
+    _threads(args.threads)
+    run(args.host, args.port, args.models or available_models(),
+        {"max_upload_bytes": args.max_upload_mb * 1024**2,
+         "max_pixels": args.max_megapixels * 1_000_000, "workers": args.workers,
+         "queue": args.queue, "keep_seconds": 60.0 * args.keep_minutes})
+    return 0
+
+
 def cmd_export(args) -> int:
     from .commands import export_model
 
@@ -234,40 +268,23 @@ def cmd_export(args) -> int:
 
 
 def cmd_models(args) -> int:
-    """The shipped models from their files' headers (no weights loaded, no torch imported):
-    the default and aliases marked, scores and the 128->512 latency their cards measured, and
-    the input they were trained for."""
+    """The shipped models from their files' headers (``zoo.summary``: no weights loaded, no
+    torch imported): the default and aliases marked, scores and the 128->512 latency their
+    cards measured, and the input they were trained for."""
     del args
-    aliases = {n: a for a, n in ALIASES.items()}
     print("| name | method | scale | params | Set5 / Set14 / B100 PSNR-Y | 128->512 ms "
           "| trained for |")
     print("| --- | --- | ---: | ---: | --- | ---: | --- |")
     for name in available_models():
-        path = resolve(name)
-        meta = read_metadata(path)
-        prov = json.loads(meta["provenance"])
-        label = name + (" (default)" if name == DEFAULT_MODEL else "")
-        label += f" (alias: {aliases[name]})" if name in aliases else ""
-        scores = prov.get("scores", {})
-        psnr = " / ".join(f"{scores[s]['psnr']:.2f}" for s in ("Set5", "Set14", "B100")
-                          if s in scores) or "-"
-        latency = prov.get("latency", {})
-        ms = latency.get("128->512", {}).get("latency_ms")
-        timed = f"{ms:.0f} ({latency['threads']} threads)" if ms is not None else "-"
-        method = meta["method"]
-        scale = prov.get("recipe", {}).get("model", {}).get("scale", name.rpartition("x")[2])
-        params = prov.get("params_deployed", header_params(path))  # what runs, else stored
-        print(f"| {label} | {method} | x{scale} | {params:,} | {psnr} | {timed} | "
-              f"{trained_for(prov)} |")
+        row = summary(name)
+        label = name + (" (default)" if row["default"] else "")
+        label += "".join(f" (alias: {a})" for a in row["aliases"])
+        psnr = " / ".join(f"{v:.2f}" for v in row["psnr"].values()) or "-"
+        ms = row["latency_ms"]
+        timed = "-" if ms is None else f"{ms:.0f} ({row['latency_threads']} threads)"
+        print(f"| {label} | {row['method']} | x{row['scale']} | {row['params']:,} | {psnr} | "
+              f"{timed} | {row['trained_for']} |")
     return 0
-
-
-def trained_for(provenance: dict) -> str:
-    """The input a model expects: every model so far learnt from clean bicubic downscales (the
-    x4 benchmark's LR); bicubic itself is no model."""
-    if not provenance.get("recipe"):
-        return "any (interpolation)"
-    return "clean bicubic-downscaled LR"
 
 
 def cmd_train(args) -> int:
@@ -322,12 +339,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_bench(sub)
     _add_export(sub)
+    _add_serve(sub)
     sub.add_parser("models", help="list the shipped models")
     return parser
 
 
 HANDLERS = {"upscale": cmd_upscale, "eval": cmd_eval, "train": cmd_train, "bench": cmd_bench,
-            "export": cmd_export, "models": cmd_models}
+            "export": cmd_export, "serve": cmd_serve, "models": cmd_models}
 
 
 def check_paths(args) -> None:

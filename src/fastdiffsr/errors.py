@@ -10,6 +10,10 @@ class ImageReadError(ValueError):
     """An image file could not be read; the message names the file."""
 
 
+class ImageTooLargeError(ImageReadError):
+    """An image declares more pixels than the reader's limit (checked before decoding)."""
+
+
 class ModelFileError(ValueError):
     """A model file is unreadable, truncated, foreign or does not match its method."""
 

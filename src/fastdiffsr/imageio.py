@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from .errors import ImageReadError
+from .errors import ImageReadError, ImageTooLargeError
 
 __all__ = [
     "MAX_PIXELS",
@@ -266,13 +266,17 @@ def _open_heif_plugin(path: Path) -> None:
     register_heif_opener()
 
 
+class _TooManyPixels(ValueError):
+    pass
+
+
 def _decode(data: bytes, max_pixels: int) -> Picture:
     """The file's bytes -> Picture, its declared size checked before any pixel is decoded."""
     with Image.open(io.BytesIO(data)) as img:
         w, h = img.size
         if w * h > max_pixels or w * h == 0:
-            raise ValueError(f"declares {w} x {h} pixels ({w * h / 1e6:.1f} MP), outside "
-                             f"1 .. {max_pixels:,} (the max_pixels limit)")
+            raise _TooManyPixels(f"declares {w} x {h} pixels ({w * h / 1e6:.1f} MP), outside "
+                                 f"1 .. {max_pixels:,} (the max_pixels limit)")
         meta, orientation = _metadata(img)
         if img.format == "PNG":
             return _read_png(data, meta, orientation)
@@ -307,6 +311,8 @@ def read_image(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> Pi
             return _decode(data, max_pixels)
     except FileNotFoundError as exc:
         raise ImageReadError(f"cannot read image {path}: file not found") from exc
+    except _TooManyPixels as exc:
+        raise ImageTooLargeError(f"cannot read image {path}: {exc}") from exc
     except Image.UnidentifiedImageError as exc:  # its message names an anonymous BytesIO
         raise ImageReadError(f"cannot read image {path}: not a recognised image") from exc
     except _DECODE_ERRORS as exc:

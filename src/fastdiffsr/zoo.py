@@ -213,6 +213,31 @@ def model_provenance(name_or_path: str | Path) -> dict:
     return json.loads(read_metadata(resolve(name_or_path))["provenance"])
 
 
+def summary(name: str) -> dict[str, Any]:
+    """A shipped model as ``fastdiffsr models`` and the server list it, from the file's header
+    only (no weights loaded, no torch imported): scores and the 128->512 latency its card
+    measured, the parameters that run, and the input it was trained for."""
+    path = resolve(name)
+    meta = read_metadata(path)
+    prov = json.loads(meta["provenance"])
+    scores = prov.get("scores", {})
+    latency = prov.get("latency", {})
+    return {
+        "name": name,
+        "default": name == DEFAULT_MODEL,
+        "aliases": [a for a, n in ALIASES.items() if n == name],
+        "method": meta["method"],
+        "scale": int(prov.get("recipe", {}).get("model", {}).get("scale",
+                                                                  name.rpartition("x")[2])),
+        "params": prov.get("params_deployed", header_params(path)),  # what runs, else stored
+        "psnr": {s: scores[s]["psnr"] for s in ("Set5", "Set14", "B100") if s in scores},
+        "latency_ms": latency.get("128->512", {}).get("latency_ms"),
+        "latency_threads": latency.get("threads"),
+        "trained_for": ("any (interpolation)" if not prov.get("recipe")
+                        else "clean bicubic-downscaled LR"),
+    }
+
+
 def available_models() -> list[str]:
     """Names of the models shipped in the package."""
     return sorted(p.stem for p in WEIGHTS_DIR.glob("*.safetensors"))
