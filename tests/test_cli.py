@@ -162,6 +162,27 @@ def test_eval_small_images(tmp_path, capsys):
     assert code == 0 and "| Tiny | 1 |" in out
 
 
+@pytest.mark.parametrize("name", ["jpeg60", "noise5", "realesrgan-mild", "realesrgan-severe"])
+def test_eval_on_a_named_degradation_scores_and_writes_its_lr(tmp_path, capsys, name):
+    from fastdiffsr.cli import DEGRADATIONS
+    from fastdiffsr.data.degradations import NAMED
+
+    assert DEGRADATIONS == tuple(NAMED)
+    root = _make_benchmark(tmp_path / "bench", "Tiny", [(48, 56), (40, 44)])
+    lr_dir = tmp_path / "lr"
+    code, out, _ = _run(capsys, "eval", "-n", "bicubic", "--data", root, "--sets", "Tiny",
+                        "--degradation", name, "--write-lr", lr_dir, "--threads", "1")
+    assert code == 0 and name in out
+    written = sorted((lr_dir / "Tiny" / f"LRx4-{name}").iterdir())
+    assert [p.name for p in written] == ["im0.png", "im1.png"]
+    hr = picture_to_tensor(read_image(root / "Tiny" / "HR" / "im0.png").pixels)
+    lr = picture_to_tensor(read_image(written[0]).pixels)
+    assert torch.equal(lr, NAMED[name](hr, 4, 0))  # reproducible from the files
+    clean = float(out.split("| Tiny | 2 | ")[1].split(" |")[0])
+    _, plain, _ = _run(capsys, "eval", "-n", "bicubic", "--data", root, "--sets", "Tiny")
+    assert clean < float(plain.split("| Tiny | 2 | ")[1].split(" |")[0])
+
+
 def test_eval_missing_set_is_a_clean_error(tmp_path, capsys):
     code, _, err = _run(capsys, "eval", "-n", "bicubic", "--data", tmp_path, "--sets", "Nope")
     assert code == 2 and "Nope" in err and "Traceback" not in err
@@ -261,6 +282,10 @@ def _bad_argument_cases(tmp: Path, image: Path, config: Path) -> list[list[str]]
              up + ["--tile", "10"],  # bicubic's own overlap of 8 needs 16
              ["eval", "-n", "bicubic", "--data", str(tmp / "missing")],
              ["eval", "-n", "bicubic", "--scale", "5"],
+             ["eval", "-n", "bicubic", "--degradation", "jpeg5"],
+             ["eval", "-n", "bicubic", "--write-lr", str(tmp / "lr")],
+             ["serve", "--models", "nope"], ["serve", "--port", "0"], ["serve", "--port", "x"],
+             ["serve", "--max-megapixels", "0"], ["serve", "--workers", "-1"],
              ["export", "-n", "bicubic", "-o", str(tmp / "model.txt")],
              ["train", str(tmp / "missing.toml")]]
     numbers = {"-s": ["0", "-1", "17", "1e9", "nan", "inf", "x"],

@@ -19,6 +19,8 @@ from .zoo import ALIASES, DEFAULT_MODEL, available_models, summary
 DEFAULT_BENCH_DATA = Path("../shared/data/bench")
 MAX_SIDE = 16384  # LR pixels: a tile or benchmark side beyond this is a typo, not a plan
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed's range
+# data.degradations.NAMED's keys (tested equal), here so that --help needs no torch
+DEGRADATIONS = ("jpeg60", "noise5", "realesrgan-mild", "realesrgan-severe")
 
 
 class Parser(argparse.ArgumentParser):
@@ -147,6 +149,11 @@ def _add_eval(sub) -> None:
     p.add_argument("--sets", default="Set5,Set14,B100", help="comma-separated set names")
     p.add_argument("--scale", type=int, default=4, choices=[2, 3, 4], help="the model's scale")
     p.add_argument("--report", type=Path, help="folder for report.md, results.json, crops")
+    p.add_argument("--degradation", choices=DEGRADATIONS,
+                   help="make each LR from the HR by this fixed, seeded degradation instead of "
+                        "reading the official LR (real-world inputs: JPEG, noise, blur)")
+    p.add_argument("--write-lr", type=Path, metavar="DIR",
+                   help="with --degradation: write the degraded LR files under DIR")
     _add_sampling_steps(p)
     _add_seed(p)
     p.add_argument("--unfused", action="store_true", help="evaluate the training form")
@@ -357,8 +364,13 @@ def check_paths(args) -> None:
         if args.tile and args.tile_overlap is not None and 2 * args.tile_overlap > args.tile:
             raise UsageError(f"argument --tile-overlap: must be at most half the tile "
                              f"({args.tile}), got {args.tile_overlap}")
-    elif args.command == "eval" and not args.data.is_dir():
-        raise UsageError(f"argument --data: not a folder: {args.data}")
+    elif args.command == "eval":
+        if not args.data.is_dir():
+            raise UsageError(f"argument --data: not a folder: {args.data}")
+        if args.write_lr is not None:
+            if args.degradation is None:
+                raise UsageError("argument --write-lr: needs --degradation")
+            _check_writable_folder(args.write_lr, "--write-lr")
     elif args.command == "train" and not args.config.is_file():
         raise UsageError(f"argument config: not a file: {args.config}")
     elif args.command == "export":

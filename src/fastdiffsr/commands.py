@@ -144,13 +144,17 @@ def evaluate(args) -> int:
     opts = _options(args)
     results, strips = [], {}
     for name in [s.strip() for s in args.sets.split(",") if s.strip()]:
-        result, strip = evaluate_set(model, args.data, name, opts)
+        result, strip = evaluate_set(model, args.data, name, opts, args.degradation,
+                                     args.write_lr)
         results.append(result)
         strips[name] = strip
     cost = model_cost(model, 128, opts)
+    if args.degradation:
+        print(f"LR: {args.degradation} applied to the HR (seeded per image), not the official LR")
     print(format_table(results, cost))
     if args.report:
-        settings = {"scale": args.scale, "sampling_steps": args.sampling_steps, "seed": args.seed,
+        settings = {"scale": args.scale, "degradation": args.degradation or "none (official LR)",
+                    "sampling_steps": args.sampling_steps, "seed": args.seed,
                     "dtype": args.dtype,
                     "form": "unfused" if args.unfused else "deploy",
                     "threads": torch.get_num_threads()}

@@ -1,4 +1,5 @@
-"""Benchmark evaluation: upscale the official LR, PSNR/SSIM-Y with border crop, crops, report."""
+"""Benchmark evaluation: upscale the official LR (or one a named degradation makes from the HR),
+PSNR/SSIM-Y with border crop, crops, report."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import torch
 from torch import Tensor
 
 from .data.datasets import benchmark_pairs, load_pair
-from .imageio import Picture, write_image
+from .data.degradations import NAMED
+from .imageio import Picture, tensor_to_pixels, write_image
 from .metrics import psnr_y, quantize, ssim_y
 from .resize import imresize
 from .upscaler import (
@@ -37,12 +39,23 @@ class SetResult:
 
 def evaluate_set(
     model: Upscaler, root: Path, name: str, opts: UpscaleOptions = DEFAULTS,
+    degradation: str | None = None, lr_out: Path | None = None,
 ) -> tuple[SetResult, np.ndarray]:
-    """Scores of one set and a comparison strip (bicubic | model | GT) of its first image."""
+    """Scores of one set and a comparison strip (bicubic | model | GT) of its first image.
+
+    ``degradation``: a name of ``data.degradations.NAMED``; the LR is made from the HR by it
+    (seeded by the image's index in the set) instead of read, and written under ``lr_out``
+    (``<lr_out>/<set>/LRx<s>-<degradation>/<file>.png``) when given, for others to reproduce."""
     device = model_device(model)
     psnrs, ssims, secs, strip = [], [], [], None
-    for hr_path, lr_path in benchmark_pairs(root, name, model.scale):
-        lr, hr = (t.to(device) for t in load_pair(hr_path, lr_path, model.scale))
+    for index, (hr_path, lr_path) in enumerate(benchmark_pairs(root, name, model.scale)):
+        lr, hr = load_pair(hr_path, None if degradation else lr_path, model.scale)
+        if degradation:
+            lr = NAMED[degradation](hr, model.scale, index)
+            if lr_out is not None:
+                folder = lr_out / name / f"LRx{model.scale}-{degradation}"
+                write_image(folder / f"{hr_path.stem}.png", Picture(tensor_to_pixels(lr)))
+        lr, hr = lr.to(device), hr.to(device)
         t0 = time.perf_counter()
         sr = quantize(upscale_tensor(model, lr, opts))
         secs.append(time.perf_counter() - t0)
@@ -98,7 +111,8 @@ def write_report(folder: Path, model_name: str, results: list[SetResult], cost: 
         {"model": model_name, "settings": settings, "cost": cost,
          "sets": [asdict(r) for r in results]}, indent=2))
     lines = [f"# Evaluation of `{model_name}`", "",
-             f"Settings: {json.dumps(settings)}. Protocol: official LR, 8-bit output, Y (BT.601), "
+             f"Settings: {json.dumps(settings)}. Protocol: the LR of the settings' degradation, "
+             "8-bit output, Y (BT.601), "
              f"{settings['scale']} px border crop, SSIM 11x11 Gaussian (sigma 1.5).", "",
              format_table(results, cost), ""]
     lines += [f"![{n}]({n}_bicubic-model-gt.png) — {n}: bicubic | model | ground truth"

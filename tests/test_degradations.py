@@ -1,0 +1,139 @@
+"""The real-world degradation model: sizes, range, determinism, and each operation seen on a
+test pattern."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from fastdiffsr.data.degradations import (
+    NAMED,
+    Degradation,
+    Stage,
+    blur,
+    degrade,
+    gaussian_kernel,
+    gaussian_noise,
+    jpeg,
+    plateau_kernel,
+    poisson_noise,
+    random_kernel,
+    resize,
+    sinc_kernel,
+)
+from fastdiffsr.resize import imresize
+
+
+def pattern(h: int = 96, w: int = 80) -> torch.Tensor:
+    """Smooth ramps plus a sharp checkerboard corner: edges, flats and fine detail."""
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
+    checker = ((torch.arange(h)[:, None] // 2 + torch.arange(w)[None] // 2) % 2).float()
+    base = torch.stack([0.2 + 0.6 * xx, 0.3 + 0.4 * yy, 0.5 + 0.2 * xx * yy])
+    base[:, : h // 2, : w // 2] = 0.25 + 0.5 * checker[: h // 2, : w // 2]
+    return base[None]
+
+
+def high_freq(x: torch.Tensor) -> float:
+    return float((x[..., 1:, :] - x[..., :-1, :]).abs().mean())
+
+
+@pytest.mark.parametrize(("h", "w", "scale"), [(96, 80, 4), (97, 83, 4), (64, 64, 2), (30, 45, 3)])
+def test_sizes_range_and_8_bit_levels(h, w, scale):
+    for seed in range(4):
+        lr = degrade(pattern(h, w), scale, seed)
+        assert lr.shape == (1, 3, h // scale, w // scale)
+        assert lr.min() >= 0 and lr.max() <= 1
+        assert torch.equal(lr, torch.round(lr * 255) / 255)
+
+
+def test_a_pure_function_of_image_and_seed():
+    hr = pattern()
+    assert torch.equal(degrade(hr, 4, 7), degrade(hr.clone(), 4, 7))
+    assert not torch.equal(degrade(hr, 4, 7), degrade(hr, 4, 8))
+    for fn in NAMED.values():
+        assert torch.equal(fn(hr, 4, 1), fn(hr, 4, 1))
+
+
+def test_kernels_are_normalised_and_shaped_as_their_formulas():
+    iso = gaussian_kernel(21, 2.0, 2.0, 0.0)
+    assert math.isclose(iso.sum(), 1) and np.allclose(iso, iso.T) and np.allclose(iso, iso[::-1])
+    aniso = gaussian_kernel(21, 3.0, 0.5, 0.0)  # wide along x, narrow along y
+    assert aniso[10].sum() > 3 * aniso[:, 10].sum()
+    plateau = plateau_kernel(21, 2.0, 2.0, 0.0, 2.0)
+    generalized = gaussian_kernel(21, 2.0, 2.0, 0.0, 4.0)  # beta > 1: flatter top, sharper fall
+    assert generalized[10, 11] / generalized[10, 10] > iso[10, 11] / iso[10, 10]
+    assert plateau[10, 20] / plateau[10, 10] > iso[10, 20] / iso[10, 10]  # heavy tails
+    sinc = sinc_kernel(21, math.pi / 3)
+    assert math.isclose(sinc.sum(), 1) and sinc.min() < 0  # negative lobes: ringing
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        k = random_kernel(Stage(), rng)
+        assert k.shape == (21, 21) and math.isclose(k.sum(), 1, rel_tol=1e-6)
+
+
+def test_blur_removes_detail_and_keeps_flat_areas():
+    x = pattern()
+    y = blur(x, gaussian_kernel(21, 2.0, 2.0, 0.0))
+    assert y.shape == x.shape and high_freq(y) < 0.5 * high_freq(x)
+    flat = torch.full((1, 3, 40, 40), 0.4)
+    assert torch.allclose(blur(flat, sinc_kernel(21, 1.0)), flat, atol=1e-5)
+
+
+def test_resize_modes_reach_the_size():
+    for mode in ("area", "bilinear", "bicubic"):
+        assert resize(pattern(), (31, 17), mode).shape == (1, 3, 31, 17)
+
+
+def test_gaussian_noise_has_its_sigma_and_gray_noise_is_shared():
+    rng = np.random.default_rng(0)
+    x = torch.full((1, 3, 128, 128), 0.5)
+    noise = gaussian_noise(x, 10.0, False, rng)
+    assert abs(float(noise.std()) * 255 - 10) < 0.3
+    assert not torch.equal(noise[:, 0], noise[:, 1])
+    gray = gaussian_noise(x, 10.0, True, rng)
+    assert gray.shape[1] == 1  # broadcast over the channels: the same in each
+
+
+def test_poisson_noise_grows_with_brightness():
+    rng = np.random.default_rng(0)
+    dark, bright = torch.full((1, 3, 96, 96), 0.05), torch.full((1, 3, 96, 96), 0.8)
+    assert poisson_noise(bright, 1.0, False, rng).std() > 2 * poisson_noise(dark, 1.0, False,
+                                                                             rng).std()
+
+
+def test_jpeg_makes_8x8_blocks_at_low_quality():
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, 96), torch.linspace(0, 1, 96), indexing="ij")
+    smooth = 0.5 + 0.3 * torch.sin(3 * xx + 2 * yy)  # no edges of its own: blocks show
+    x = torch.stack([smooth, 0.8 * smooth, 1 - smooth])[None]
+    low, high = jpeg(x, 10), jpeg(x, 95)
+
+    def blockiness(y: torch.Tensor) -> float:  # steps across 8-px block borders vs inside
+        d = (y[..., :, 1:] - y[..., :, :-1]).abs().mean(dim=(0, 1, 2))
+        return float(d[7::8].mean() / d.mean())
+
+    assert blockiness(low) > 1.2 * blockiness(high)
+    assert (high - x).abs().mean() < (low - x).abs().mean()
+
+
+def test_named_degradations():
+    hr = pattern()
+    lr = imresize(hr, 0.25, uint8_passes=True)
+    assert torch.equal(NAMED["jpeg60"](hr, 4, 0), jpeg(lr, 60))
+    noisy = NAMED["noise5"](hr, 4, 0)
+    assert 3 < float((noisy - lr).std()) * 255 < 7
+    mild, severe = NAMED["realesrgan-mild"], NAMED["realesrgan-severe"]
+    err = [float((f(hr, 4, s) - lr).abs().mean()) for f in (mild, severe) for s in range(8)]
+    assert np.mean(err[:8]) < np.mean(err[8:])  # severe moves further from the clean LR
+
+
+def test_the_second_order_chain_draws_every_operation():
+    """Across seeds the defaults change detail (blur), add noise and resample: the LR is far
+    from the clean bicubic one on average, and no two seeds agree."""
+    hr = pattern()
+    clean = imresize(hr, 0.25, uint8_passes=True)
+    outs = [degrade(hr, 4, s, Degradation()) for s in range(6)]
+    assert all(float((o - clean).abs().mean()) > 0.005 for o in outs)
+    assert len({o.numpy().tobytes() for o in outs}) == 6
