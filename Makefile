@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev,deploy,photos,serve]'
+	$(BIN)/pip install -q -e '.[dev,deploy,photos,serve,edge]'
 	# BI-DiffSR's XNOR kernel (C++, gcc + ninja); without them, one warning and the float path
 	$(BIN)/python -c "from fastdiffsr.nn.xnor_kernel import kernel; kernel()"
 	touch $(STAMP)

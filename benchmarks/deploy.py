@@ -1,6 +1,7 @@
 """Deployment benchmark: every shipped model in every backend it runs in, side by side, in one
 run: PyTorch eager fp32, PyTorch bf16 (``--dtype bf16``: torch.autocast), ONNX Runtime fp32 and
-int8 (``fastdiffsr export``; int8 calibrated on training images) where the model exports.
+int8 and ExecuTorch (XNNPACK delegate) fp32 and int8 (``fastdiffsr export``; int8 calibrated
+on training images) where the model exports.
 Latency of the whole upscale (median of ``--repeats``) at 128->512 and 512->2048 on
 ``--threads`` threads, PSNR-Y on Set5 / Set14 / B100 (official LR), file size.
 
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from fastdiffsr.backends.executorch import export_pte
 from fastdiffsr.backends.onnx import export_onnx
 from fastdiffsr.bench import time_upscale
 from fastdiffsr.data.datasets import calibration_crops
@@ -27,6 +29,7 @@ from fastdiffsr.zoo import load_model, resolve
 ROOT = Path(__file__).resolve().parents[1]
 SETS = ("Set5", "Set14", "B100")
 MODELS = ("rdsr-x4", "bidiffsr-x4", "yonos-x4", "edgesdsr-x4")
+EXPORTERS = (("ONNX Runtime", export_onnx, ".onnx"), ("ExecuTorch XNNPACK", export_pte, ".pte"))
 
 
 def backends(name: str, folder: Path, calibration: Path):
@@ -34,14 +37,15 @@ def backends(name: str, folder: Path, calibration: Path):
     model, fp32, bf16 = load_model(name), UpscaleOptions(), UpscaleOptions(dtype="bf16")
     yield "PyTorch fp32", model, fp32, resolve(name)
     yield "PyTorch bf16", model, bf16, resolve(name)
-    for dtype in ("fp32", "int8"):
-        crops = calibration_crops(calibration, 128, model.scale) if dtype == "int8" else None
-        path = folder / f"{name}-{dtype}.onnx"
-        try:
-            yield f"ONNX Runtime {dtype}", load_model(export_onnx(model, path, 128, dtype,
-                                                                   calibration=crops)), fp32, path
-        except Exception as e:  # noqa: BLE001 (a backend that fails is a row of the table)
-            yield f"ONNX Runtime {dtype}", f"{type(e).__name__}: {str(e)[:80]}", fp32, path
+    for runtime, export, suffix in EXPORTERS:
+        for dtype in ("fp32", "int8"):
+            crops = calibration_crops(calibration, 128, model.scale) if dtype == "int8" else None
+            path = folder / f"{name}-{dtype}{suffix}"
+            try:
+                exported = load_model(export(model, path, 128, dtype, calibration=crops))
+                yield f"{runtime} {dtype}", exported, fp32, path
+            except Exception as e:  # noqa: BLE001 (a backend that fails is a row of the table)
+                yield f"{runtime} {dtype}", f"{type(e).__name__}: {str(e)[:80]}", fp32, path
 
 
 def row(name: str, label: str, model, opts: UpscaleOptions, path: Path, args) -> str:
@@ -83,7 +87,8 @@ def report(args, rows: list[str]) -> str:
         f"# Deployment backends, {args.threads} threads, one run", "",
         f"Written by `benchmarks/deploy.py --threads {args.threads} --repeats {args.repeats} "
         f"--models {args.models}`. Latency: whole upscale, median of {args.repeats} after a "
-        "warm-up; PSNR-Y (dB) on the official LR; ONNX files exported at 128 px tiles, int8 "
+        "warm-up; PSNR-Y (dB) on the official LR; ONNX and ExecuTorch files exported at 128 px "
+        "tiles (ExecuTorch runs them one tile per call), int8 "
         "calibrated on 16 training crops.", "", *rows, ""])
 
 

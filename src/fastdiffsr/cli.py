@@ -80,7 +80,7 @@ def _models_help() -> str:
     names = [f"{n} (default)" if n == DEFAULT_MODEL else n for n in available_models()]
     aliases = ", ".join(f"{a} = {n}" for a, n in ALIASES.items())
     return (f"a shipped model: {', '.join(names)} (aliases: {aliases}; `fastdiffsr models` "
-            "compares them), or a .safetensors / .onnx file")
+            "compares them), or a .safetensors / .onnx / .pte file")
 
 
 def _add_model(p) -> None:
@@ -191,14 +191,16 @@ def _add_train(sub) -> None:
 
 
 def _add_export(sub) -> None:
-    p = sub.add_parser("export", help="export a model to ONNX (fp32 or int8) for deployment",
+    p = sub.add_parser("export", help="export a model to ONNX or ExecuTorch (fp32 or int8) for "
+                       "deployment",
                        formatter_class=Help)
     _add_model(p)
-    p.add_argument("-o", "--output", type=Path, required=True, help="the .onnx file to write")
+    p.add_argument("-o", "--output", type=Path, required=True,
+                   help="the file to write: .onnx (ONNX Runtime) or .pte (ExecuTorch, XNNPACK)")
     p.add_argument("--tile", type=integer(16, 2048), default=128,
                    help="LR side the graph is traced and calibrated at (any size runs)")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "int8"],
-                   help="int8: ONNX Runtime's static quantization of the convolutions")
+                   help="int8: static quantization (ONNX Runtime's, or XNNPACK's for .pte)")
     p.add_argument("--calibration", type=Path, default=Path("../shared/data/train"),
                    help="training images for int8 calibration (never a benchmark set)")
     _add_threads(p)
@@ -374,8 +376,9 @@ def check_paths(args) -> None:
     elif args.command == "train" and not args.config.is_file():
         raise UsageError(f"argument config: not a file: {args.config}")
     elif args.command == "export":
-        if args.output.suffix.lower() != ".onnx":
-            raise UsageError(f"argument -o/--output: must end in .onnx, got {args.output}")
+        if args.output.suffix.lower() not in (".onnx", ".pte"):
+            raise UsageError(f"argument -o/--output: must end in .onnx or .pte, "
+                             f"got {args.output}")
         _check_writable_folder(args.output.parent, "-o/--output")
         if args.dtype == "int8" and not args.calibration.is_dir():
             raise UsageError(f"argument --calibration: not a folder: {args.calibration}")

@@ -178,10 +178,14 @@ def bench(args) -> int:
 
 
 def export_model(args) -> int:
-    """``fastdiffsr export``: the model's per-tile graph as ONNX (fp32, or int8 calibrated on
-    training images)."""
-    from .backends.onnx import export_onnx
+    """``fastdiffsr export``: the model's per-tile graph as ONNX or an ExecuTorch program (by
+    the output's suffix; fp32, or int8 calibrated on training images)."""
     from .data.datasets import calibration_crops
+
+    if args.output.suffix.lower() == ".pte":
+        from .backends.executorch import export_pte as export
+    else:
+        from .backends.onnx import export_onnx as export
 
     model = load_model(args.model)
     calibration = None
@@ -190,6 +194,6 @@ def export_model(args) -> int:
     provenance = {"source": str(resolve(args.model)), "tile": args.tile, "dtype": args.dtype,
                   "calibration": None if calibration is None else str(args.calibration),
                   "torch": torch.__version__, "model": model_provenance(args.model)}
-    path = export_onnx(model, args.output, args.tile, args.dtype, provenance, calibration)
+    path = export(model, args.output, args.tile, args.dtype, provenance, calibration)
     print(f"exported {args.model} ({args.dtype}) to {path}")
     return 0

@@ -128,13 +128,18 @@ def load_model(
 
     ``deploy=True`` converts to the inference form (e.g. RDSR's fused 3x3 convs). A ``.onnx``
     file written by ``fastdiffsr export`` runs through ONNX Runtime on the CPU
-    (``backends.onnx``, the deploy extra).
+    (``backends.onnx``, the deploy extra), a ``.pte`` program through ExecuTorch
+    (``backends.executorch``, the edge extra).
     """
     path = resolve(name_or_path)
     if path.suffix.lower() == ".onnx":  # an exported file: ONNX Runtime on the CPU
         from .backends.onnx import OnnxUpscaler
 
         return OnnxUpscaler(path)
+    if path.suffix.lower() == ".pte":
+        from .backends.executorch import PteUpscaler
+
+        return PteUpscaler(path)
     meta = read_metadata(path)
     name = meta["method"]
     try:

@@ -157,7 +157,7 @@ def sample(
     denoise: Denoise,
     shape_or_x_T: Sequence[int] | Tensor,
     abar: Tensor,
-    timesteps: Tensor,
+    timesteps: Tensor | Sequence[int],
     kind: Kind,
     generator: torch.Generator | None = None,
     eta: float = 0.0,
@@ -180,7 +180,7 @@ def sample(
     """
     x = _initial_noise(shape_or_x_T, generator)
     one = torch.ones((), dtype=abar.dtype, device=abar.device)
-    ts = timesteps.tolist()
+    ts = timesteps.tolist() if isinstance(timesteps, Tensor) else list(timesteps)
     for t, t_prev in zip(ts, [*ts[1:], None], strict=True):
         pred = denoise(x, torch.full((x.shape[0],), t, dtype=torch.long, device=x.device))
         abar_prev = one if t_prev is None else abar[t_prev]

@@ -113,7 +113,8 @@ class PriorDiffusion(nn.Module):
     def from_noise(self, lr: Tensor, z_T: Tensor) -> Tensor:
         """z_hat [B, D] by the chain from a given z_T [B, D] (what an exported graph takes)."""
         c = self.lpe_lr(lr)
-        every_timestep = torch.arange(len(self.abar) - 1, -1, -1)  # T-1 .. 0: the full chain
+        # T-1 .. 0, the full chain, as Python ints: a traced graph (torch.export) unrolls it
+        every_timestep = range(len(self.abar) - 1, -1, -1)
         return sample(lambda z, t: self.denoiser(z, c, t), z_T, self.abar, every_timestep, "x0")
 
 

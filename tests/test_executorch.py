@@ -1,0 +1,89 @@
+"""ExecuTorch programs (.pte, XNNPACK): export fp32 and int8, run through the same tiler and
+noise as PyTorch, self-describing through constant methods, the CLI, and bad files."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fastdiffsr.cli import main
+from fastdiffsr.data.datasets import calibration_crops
+from fastdiffsr.errors import DeployError
+from fastdiffsr.imageio import Picture, write_image
+from fastdiffsr.methods.rdsr.model import RDSR
+from fastdiffsr.upscaler import UpscaleOptions, upscale_tensor
+from fastdiffsr.zoo import load_model, save_model
+
+from .test_deploy import TINY
+
+pytest.importorskip("executorch")
+
+from fastdiffsr.backends.executorch import PteUpscaler, export_pte  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def rdsr() -> RDSR:
+    torch.manual_seed(0)
+    model = RDSR(TINY)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    model.fuse()
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def fp32_file(rdsr, tmp_path_factory):
+    return export_pte(rdsr, tmp_path_factory.mktemp("pte") / "tiny.pte", tile=16,
+                      provenance={"note": "test"})
+
+
+def test_fp32_program_equals_pytorch_through_the_same_path(rdsr, fp32_file) -> None:
+    """Within 1e-3 per pixel at odd sizes of at least 16 px (the program's smallest tile: a
+    smaller image is padded up to it, and then differs near its padded side)."""
+    pte = PteUpscaler(fp32_file)
+    assert pte.minimum == 16
+    for shape, seed in (((1, 3, 19, 17), 0), ((1, 3, 23, 16), 5)):
+        lr = torch.rand(shape)
+        opts = UpscaleOptions(seed=seed)
+        a, b = upscale_tensor(rdsr, lr, opts), upscale_tensor(pte, lr, opts)
+        assert a.shape == b.shape == (1, 3, shape[2] * 4, shape[3] * 4)
+        assert (a - b).abs().max() < 1e-3
+    tiled = upscale_tensor(pte, torch.rand(1, 3, 40, 40), UpscaleOptions(tile=16, batch_tiles=3))
+    assert tiled.shape == (1, 3, 160, 160)
+
+
+def test_program_is_self_describing(fp32_file) -> None:
+    model = load_model(fp32_file)
+    assert isinstance(model, PteUpscaler)
+    assert (model.method, model.scale, model.prior_noise, model.dtype) == ("rdsr", 4, 8, "fp32")
+    assert model.tile_overlap == RDSR(TINY).tile_overlap
+    assert model.provenance == {"note": "test"}
+
+
+def test_int8_program_is_close_and_smaller(rdsr, fp32_file, train_folder, tmp_path) -> None:
+    crops = calibration_crops(train_folder, 16, 4, count=4)
+    path = export_pte(rdsr, tmp_path / "int8.pte", tile=16, dtype="int8", calibration=crops)
+    lr = torch.rand(1, 3, 16, 16)
+    a, b = upscale_tensor(rdsr, lr), upscale_tensor(PteUpscaler(path), lr)
+    assert 0 < (a - b).abs().mean() < 0.02
+    assert PteUpscaler(path).dtype == "int8"
+    with pytest.raises(ValueError, match="calibration"):
+        export_pte(rdsr, tmp_path / "x.pte", tile=16, dtype="int8")
+
+
+def test_cli_export_then_upscale_with_the_program(tmp_path) -> None:
+    src = save_model(RDSR(TINY), tmp_path / "tiny.safetensors")
+    out = tmp_path / "tiny.pte"
+    assert main(["export", "-n", str(src), "-o", str(out), "--tile", "16"]) == 0
+    image = tmp_path / "in.png"
+    write_image(image, Picture(torch.rand(12, 10, 3).numpy()))
+    assert main(["upscale", "-i", str(image), "-o", str(tmp_path / "res"), "-n", str(out)]) == 0
+    assert (tmp_path / "res" / "in_out.png").is_file()
+
+
+def test_a_broken_program_is_one_error(tmp_path) -> None:
+    bad = tmp_path / "bad.pte"
+    bad.write_bytes(b"not a program" * 10)
+    with pytest.raises(DeployError, match="not a readable ExecuTorch program"):
+        load_model(bad)
