@@ -19,11 +19,11 @@ demo: $(STAMP)
 	$(BIN)/python -m fastdiffsr.demo
 
 test: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks docs
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks docs
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info

@@ -167,7 +167,7 @@ def test_eval_on_a_named_degradation_scores_and_writes_its_lr(tmp_path, capsys, 
     from fastdiffsr.cli import DEGRADATIONS
     from fastdiffsr.data.degradations import NAMED
 
-    assert DEGRADATIONS == tuple(NAMED)
+    assert tuple(NAMED) == DEGRADATIONS
     root = _make_benchmark(tmp_path / "bench", "Tiny", [(48, 56), (40, 44)])
     lr_dir = tmp_path / "lr"
     code, out, _ = _run(capsys, "eval", "-n", "bicubic", "--data", root, "--sets", "Tiny",

@@ -29,8 +29,7 @@ from fastdiffsr.backends.onnx import DeployError, OnnxUpscaler, export_onnx  # n
 TINY = RDSRConfig(channels=8, blocks=2, prior_dim=8, lpe_channels=8, denoiser_width=16)
 
 
-@pytest.fixture(scope="module")
-def rdsr() -> RDSR:
+def small_rdsr() -> RDSR:
     """A small deployed RDSR with non-trivial FiLM layers (they are zero-initialised)."""
     torch.manual_seed(0)
     model = RDSR(TINY)
@@ -39,6 +38,11 @@ def rdsr() -> RDSR:
             p.add_(0.05 * torch.randn_like(p))
     model.fuse()
     return model.eval()
+
+
+@pytest.fixture(scope="module")
+def rdsr() -> RDSR:
+    return small_rdsr()
 
 
 @pytest.fixture(scope="module")
@@ -87,9 +91,12 @@ def test_int8_quantizes_the_convolutions_but_the_output_layer(rdsr, train_folder
         export_onnx(rdsr, tmp_path / "x.onnx", tile=16, dtype="int8")
 
 
-def test_cli_export_then_upscale_with_the_file(rdsr, tmp_path) -> None:
+@pytest.mark.parametrize("suffix", [".onnx", ".pte"])
+def test_cli_export_then_upscale_with_the_file(tmp_path, suffix) -> None:
+    if suffix == ".pte":
+        pytest.importorskip("executorch")
     src = save_model(RDSR(TINY), tmp_path / "tiny.safetensors")
-    out = tmp_path / "tiny.onnx"
+    out = tmp_path / f"tiny{suffix}"
     assert main(["export", "-n", str(src), "-o", str(out), "--tile", "16"]) == 0
     image = tmp_path / "in.png"
     write_image(image, Picture(torch.rand(12, 10, 3).numpy()))

@@ -1,20 +1,19 @@
 """ExecuTorch programs (.pte, XNNPACK): export fp32 and int8, run through the same tiler and
-noise as PyTorch, self-describing through constant methods, the CLI, and bad files."""
+noise as PyTorch, self-describing through constant methods, and bad files (the CLI's export
+and upscale: test_deploy)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from fastdiffsr.cli import main
 from fastdiffsr.data.datasets import calibration_crops
 from fastdiffsr.errors import DeployError
-from fastdiffsr.imageio import Picture, write_image
 from fastdiffsr.methods.rdsr.model import RDSR
 from fastdiffsr.upscaler import UpscaleOptions, upscale_tensor
-from fastdiffsr.zoo import load_model, save_model
+from fastdiffsr.zoo import load_model
 
-from .test_deploy import TINY
+from .test_deploy import TINY, small_rdsr
 
 pytest.importorskip("executorch")
 
@@ -23,13 +22,7 @@ from fastdiffsr.backends.executorch import PteUpscaler, export_pte  # noqa: E402
 
 @pytest.fixture(scope="module")
 def rdsr() -> RDSR:
-    torch.manual_seed(0)
-    model = RDSR(TINY)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    model.fuse()
-    return model.eval()
+    return small_rdsr()
 
 
 @pytest.fixture(scope="module")
@@ -70,16 +63,6 @@ def test_int8_program_is_close_and_smaller(rdsr, fp32_file, train_folder, tmp_pa
     assert PteUpscaler(path).dtype == "int8"
     with pytest.raises(ValueError, match="calibration"):
         export_pte(rdsr, tmp_path / "x.pte", tile=16, dtype="int8")
-
-
-def test_cli_export_then_upscale_with_the_program(tmp_path) -> None:
-    src = save_model(RDSR(TINY), tmp_path / "tiny.safetensors")
-    out = tmp_path / "tiny.pte"
-    assert main(["export", "-n", str(src), "-o", str(out), "--tile", "16"]) == 0
-    image = tmp_path / "in.png"
-    write_image(image, Picture(torch.rand(12, 10, 3).numpy()))
-    assert main(["upscale", "-i", str(image), "-o", str(tmp_path / "res"), "-n", str(out)]) == 0
-    assert (tmp_path / "res" / "in_out.png").is_file()
 
 
 def test_a_broken_program_is_one_error(tmp_path) -> None:

@@ -412,20 +412,25 @@ def test_sink_gets_each_row_once_top_to_bottom_and_the_same_values(size: int, ti
     none is held longer than a tile row, and together they equal the assembled output."""
     x, fn = smooth_image(size), conv_sr(2)
     calls: list[tuple[int, Tensor]] = []
+
+    def keep(top: int, rows: Tensor) -> None:
+        calls.append((top, rows.clone()))
+
     with torch.no_grad():
         full = tiled_apply(fn, x, tile, overlap, 2)
-        none = tiled_apply(fn, x, tile, overlap, 2, sink=lambda top, r: calls.append((top, r.clone())))
+        none = tiled_apply(fn, x, tile, overlap, 2, sink=keep)
     assert none is None
     tops = [top for top, _ in calls]
     assert tops[0] == 0 and tops == sorted(tops) and len(tops) == len(tile_starts(size, tile,
                                                                                  overlap))
     assert all(r.shape[2] <= 2 * tile for _, r in calls)
-    assert [a + r.shape[2] for a, (_, r) in zip(tops, calls)] == [*tops[1:], 2 * size]
+    assert [top + r.shape[2] for top, r in calls] == [*tops[1:], 2 * size]
     assert torch.equal(torch.cat([r for _, r in calls], dim=2), full)
 
 
 def test_sink_gets_a_single_tile_whole() -> None:
     calls: list[tuple[int, Tensor]] = []
     with torch.no_grad():
-        tiled_apply(nearest(2), smooth_image(24), 32, 8, 2, sink=lambda top, r: calls.append((top, r.clone())))
+        tiled_apply(nearest(2), smooth_image(24), 32, 8, 2,
+                    sink=lambda top, r: calls.append((top, r.clone())))
     assert len(calls) == 1 and calls[0][0] == 0 and calls[0][1].shape == (1, 3, 48, 48)
