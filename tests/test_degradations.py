@@ -137,3 +137,25 @@ def test_the_second_order_chain_draws_every_operation():
     outs = [degrade(hr, 4, s, Degradation()) for s in range(6)]
     assert all(float((o - clean).abs().mean()) > 0.005 for o in outs)
     assert len({o.numpy().tobytes() for o in outs}) == 6
+
+
+def test_training_pairs_take_the_degradation_reproducibly(train_folder):
+    from fastdiffsr.data.datasets import HRPatches, PatchSpec, list_images, make_lr
+
+    files = list_images(train_folder)
+    clean = HRPatches(files, PatchSpec(16, 4, seed=3))
+    real = HRPatches(files, PatchSpec(16, 4, seed=3, degradation="realesrgan-severe"))
+    (lr_c, hr_c), (lr_r, hr_r) = clean[5], real[5]
+    assert torch.equal(hr_c, hr_r) and lr_r.shape == lr_c.shape == (3, 16, 16)
+    assert not torch.equal(lr_c, lr_r)
+    assert torch.equal(lr_r, real[5][0])  # the same sample, the same draw
+    assert torch.equal(lr_r, make_lr(hr_r[None], 4, "realesrgan-severe",
+                                     3 * 1_000_003 + 5)[0])
+
+
+def test_a_training_config_names_a_known_degradation():
+    from fastdiffsr.train.trainer import TrainConfig
+
+    assert TrainConfig(degradation="jpeg60").degradation == "jpeg60"
+    with pytest.raises(ValueError, match="degradation"):
+        TrainConfig(degradation="jpeg")

@@ -17,6 +17,7 @@ from torch.utils.data import Dataset, Sampler
 
 from ..imageio import is_image_file, picture_to_tensor, read_image
 from ..resize import imresize
+from .degradations import NAMED
 
 
 def list_images(root: str | Path) -> list[Path]:
@@ -48,11 +49,24 @@ def downscale(hr: Tensor, scale: int) -> Tensor:
     return imresize(hr, 1 / scale, uint8_passes=True)
 
 
+DEGRADATIONS = ("bicubic", *NAMED)  # what a training stage may make its LR by
+
+
+def make_lr(hr: Tensor, scale: int, degradation: str, seed: int) -> Tensor:
+    """LR [1, 3, H/s, W/s] of HR [1, 3, H, W]: ``bicubic`` (the benchmarks' clean downscale)
+    or one of ``degradations.NAMED`` drawn with ``seed`` (realesrgan-severe: Real-ESRGAN's
+    training distribution, a new draw per seed)."""
+    if degradation == "bicubic":
+        return downscale(hr, scale)
+    return NAMED[degradation](hr, scale, seed)
+
+
 @dataclass(frozen=True)
 class PatchSpec:
     lr_patch: int  # LR crop side; the HR crop is lr_patch * scale
     scale: int
     seed: int
+    degradation: str = "bicubic"  # how the LR is made (``make_lr``)
 
 
 class HRPatches(Dataset):
@@ -73,7 +87,8 @@ class HRPatches(Dataset):
         return 2**62  # indexed by global sample number; the sampler decides which
 
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
-        g = torch.Generator().manual_seed(self.spec.seed * 1_000_003 + i)
+        sample_seed = self.spec.seed * 1_000_003 + i
+        g = torch.Generator().manual_seed(sample_seed)
         img = self.images[int(torch.randint(len(self.images), (1,), generator=g))]
         hp = self.spec.lr_patch * self.spec.scale
         s = self.spec.scale
@@ -88,7 +103,7 @@ class HRPatches(Dataset):
         if flip:
             hr = hr.flip(-1)
         hr = torch.rot90(hr, turns, dims=(-2, -1)).contiguous()
-        return downscale(hr, s), hr
+        return make_lr(hr[None], s, self.spec.degradation, sample_seed)[0], hr
 
 
 class IterationSampler(Sampler[int]):

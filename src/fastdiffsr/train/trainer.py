@@ -29,11 +29,13 @@ from tqdm import tqdm
 
 from ..config import PATH
 from ..data.datasets import (
+    DEGRADATIONS,
     HRPatches,
     IterationSampler,
     PatchSpec,
     list_images,
     load_pair,
+    make_lr,
     split_holdout,
 )
 from ..metrics import psnr_y
@@ -64,6 +66,10 @@ class TrainConfig:
     # is relative to the working directory (the repository root, beside ../shared)
     data: str = field(default="../shared/data/train", metadata=PATH)
     holdout: int = 5  # images held out of ``data`` for validation
+    # how the LR of a training pair is made from its HR crop: "bicubic" (the benchmarks'
+    # clean downscale) or a real-world degradation (data.datasets.DEGRADATIONS); the held-out
+    # images get the same, seeded by their index
+    degradation: str = "bicubic"
 
     def __post_init__(self) -> None:
         """Every field in its range (ValueError naming it): a typo fails before training."""
@@ -77,13 +83,14 @@ class TrainConfig:
             "ema_decay": 0 <= self.ema_decay < 1, "val_every": self.val_every >= 1,
             "checkpoint_every": self.checkpoint_every >= 1, "log_every": self.log_every >= 1,
             "seed": 0 <= self.seed < 2**63, "workers": self.workers >= 0,
-            "holdout": self.holdout >= 0,
+            "holdout": self.holdout >= 0, "degradation": self.degradation in DEGRADATIONS,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             values = ", ".join(f"{n} = {getattr(self, n)!r}" for n in bad)
             raise ValueError(f"out of range: {values} (counts >= 1, iterations / warmup >= 0, "
-                             "lr > 0, decays in [0, 1))")
+                             "lr > 0, decays in [0, 1), degradation one of "
+                             f"{', '.join(DEGRADATIONS)})")
 
 
 @dataclass(frozen=True)
@@ -236,8 +243,9 @@ def train_stage(
     wrapped = DistributedDataParallel(model) if info.world > 1 else model
 
     files, held_out = split_holdout(list_images(cfg.data), cfg.holdout)
-    val_pairs = [tuple(t.to(device) for t in load_pair(f, None, scale)) for f in held_out]
-    data = HRPatches(files, PatchSpec(cfg.lr_patch, scale, cfg.seed))
+    val_pairs = [(make_lr(hr, scale, cfg.degradation, index).to(device), hr.to(device))
+                 for index, (_, hr) in enumerate(load_pair(f, None, scale) for f in held_out)]
+    data = HRPatches(files, PatchSpec(cfg.lr_patch, scale, cfg.seed, cfg.degradation))
     if info.main:
         log.write({"iteration": start, "train_images": len(data.files),
                    "skipped_small": data.skipped, "held_out": [str(f) for f in held_out],
