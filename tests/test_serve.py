@@ -236,3 +236,11 @@ def test_the_api_is_documented_and_the_page_is_served(make_client):
     page = client.get("/")
     assert page.status_code == 200 and "/static/app.js" in page.text
     assert "http" not in client.get("/static/app.js").text.replace("HTTP API", "")
+
+
+def test_shutdown_deletes_every_job_folder(tmp_path):
+    root = tmp_path / "jobs"
+    with TestClient(create_app(MODELS, Limits(), root)) as client:
+        wait(client, post(client, png(), model="bicubic").json()["id"])
+        assert any(root.iterdir())
+    assert not root.exists()

@@ -15,7 +15,7 @@ __all__ = ["run", "running"]
 
 
 def run(host: str, port: int, models: list[str], limits_overrides: dict) -> None:
-    """Serve until interrupted; jobs' folders live in a temporary folder deleted at exit."""
+    """Serve until interrupted; jobs' folders live in a temporary folder deleted at shutdown."""
     try:
         import uvicorn
 
@@ -24,11 +24,11 @@ def run(host: str, port: int, models: list[str], limits_overrides: dict) -> None
         raise UsageError(f"fastdiffsr serve needs the serve extra ({e.name} is missing): "
                          "pip install 'fastdiffsr[serve]'") from e
     limits = Limits(**limits_overrides)
-    with tempfile.TemporaryDirectory(prefix="fastdiffsr-serve-") as root:
-        app = create_app(models, limits, Path(root))
-        print(f"fastdiffsr: serving {', '.join(models)} on http://{host}:{port}/ "
-              f"({limits.workers} worker(s), {limits.queue} queued at most)", flush=True)
-        uvicorn.run(app, host=host, port=port, log_level="warning")
+    root = Path(tempfile.mkdtemp(prefix="fastdiffsr-serve-"))  # deleted at shutdown (Jobs.close)
+    app = create_app(models, limits, root)
+    print(f"fastdiffsr: serving {', '.join(models)} on http://{host}:{port}/ "
+          f"({limits.workers} worker(s), {limits.queue} queued at most)", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
 @contextmanager

@@ -141,7 +141,9 @@ class Jobs:
         shutil.rmtree(job.folder, ignore_errors=True)
 
     def close(self) -> None:
-        """Cancel what waits or runs, wait for the workers, delete every job's folder."""
+        """Cancel what waits or runs, wait for the workers, delete every job's folder and the
+        root (the server's shutdown: uvicorn re-raises SIGTERM / SIGINT after it, so nothing
+        after ``uvicorn.run`` would run)."""
         with self.lock:
             jobs = list(self.jobs.values())
         for job in jobs:
@@ -149,3 +151,4 @@ class Jobs:
         self.pool.shutdown(wait=True, cancel_futures=True)
         for job in jobs:
             self.forget(job)
+        shutil.rmtree(self.root, ignore_errors=True)
