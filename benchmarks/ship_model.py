@@ -130,13 +130,15 @@ def main() -> None:
     parser.add_argument("--notes", type=Path, help="markdown appended to the model card")
     parser.add_argument("--sizes", default="128,512", help="LR sides to time")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per size")
+    parser.add_argument("--name", help="ship under this name (default: the config's), e.g. a "
+                        "new version replacing a shipped model")
     args = parser.parse_args()
     meta = read_metadata(args.model)
     prov = {**json.loads(meta["provenance"]), "method": meta["method"]}
     sizes = [int(x) for x in args.sizes.split(",")]
     prov.update(measure(args.model, args.data, args.threads, sizes, args.repeats))
     prov["validation"] = validation_history(args.run)
-    name = prov["name"]
+    name = prov["name"] = args.name or prov["name"]
     dst = WEIGHTS_DIR / f"{name}.safetensors"
     write_weights(args.model, dst, prov)
     notes = "\n" + args.notes.read_text() if args.notes else ""
