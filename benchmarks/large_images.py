@@ -8,9 +8,9 @@ Malloc settings: ``default`` (the CLI's: glibc serves buffers up to 1 GiB from i
 ``cli.keep_freed_buffers``), ``system`` (glibc's own: buffers over 32 MiB mapped afresh each
 time), ``trim`` (the default and no heap trimming under 1 GiB).
 
-    .venv/bin/python benchmarks/large_images.py --threads 2 --malloc default,system \\
-        --case bicubic:4096x2160 --case rdsr-x4:4096x2160:128,192,384,512 \\
-        --case edgesdsr-x4:1024x800
+    .venv/bin/python benchmarks/large_images.py --threads 2 \\
+        --case yonos-x4:512x400::default,system --case bicubic:4096x2160 \\
+        --case rdsr-x4:4096x2160 --case rdsr-x4:2048x2048:128,192,384,512
 
 writes ``benchmarks/results/large_images.md`` (rows as they finish).
 """
@@ -68,8 +68,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--case", action="append", required=True,
-                        metavar="MODEL:WxH[:TILES]", help="TILES: comma-separated --tile values "
-                        "to time besides the default (repeatable)")
+                        metavar="MODEL:WxH[:TILES[:MALLOCS]]", help="TILES: comma-separated "
+                        "--tile values to time besides the default; MALLOCS: this case's malloc "
+                        "settings (default: --malloc) (repeatable)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--malloc", default="default", help="comma-separated settings of "
                         f"{', '.join(MALLOC)}")
@@ -85,11 +86,13 @@ def main() -> None:
              "| --- | --- | --- | --- | ---: | ---: | ---: | ---: |"]
     with tempfile.TemporaryDirectory() as tmp:
         for case in args.case:
-            model, size, *tiles = case.split(":")
+            model, size, *rest = case.split(":")
             width, height = map(int, size.split("x"))
             src = photo(Path(tmp) / f"photo_{size}.jpg", width, height)
-            for tile in [None, *(tiles[0].split(",") if tiles else [])]:
-                for malloc in args.malloc.split(","):
+            tiles = rest[0].split(",") if rest and rest[0] else []
+            mallocs = (rest[1] if len(rest) > 1 else args.malloc).split(",")
+            for tile in [None, *tiles]:
+                for malloc in mallocs:
                     seconds, user, system, peak = run_case(model, src, tile, args.threads,
                                                            Path(tmp) / "out", malloc)
                     lines.append(f"| {model} | {size} | {tile or 'default'} | {malloc} | "
