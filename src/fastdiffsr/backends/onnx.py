@@ -12,7 +12,8 @@ stays float), calibrated on LR crops of training images (never a benchmark set).
 blends as for a PyTorch model, and the per-image noise is drawn from the seed exactly as the
 PyTorch model draws it. One difference: an exported RDSR estimates its prior vector per tile
 (the graph is one tile's evaluation), the PyTorch model once per image; outputs agree whenever
-the image is one tile, which the default tile size gives up to about 1500 x 1500 LR pixels.
+the image is one tile, which the default tile size gives up to 256 x 256 LR pixels (tile 0:
+any size).
 """
 
 from __future__ import annotations
