@@ -159,3 +159,14 @@ def test_a_training_config_names_a_known_degradation():
     assert TrainConfig(degradation="jpeg60").degradation == "jpeg60"
     with pytest.raises(ValueError, match="degradation"):
         TrainConfig(degradation="jpeg")
+
+
+def test_models_say_which_input_they_were_trained_for():
+    from fastdiffsr.zoo import trained_for
+
+    stage = {"iterations": 10, "batch_size": 2}
+    assert trained_for({}) == "any (interpolation)"
+    assert trained_for({"model": {"scale": 4}, "prior": stage}) == "clean bicubic-downscaled LR"
+    real = {"model": {"scale": 4}, "prior": {**stage, "degradation": "realesrgan-mild"},
+            "diffusion": {**stage, "degradation": "bicubic"}}
+    assert trained_for(real) == "real-world photos (realesrgan-mild)"

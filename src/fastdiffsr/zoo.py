@@ -238,9 +238,19 @@ def summary(name: str) -> dict[str, Any]:
         "psnr": {s: scores[s]["psnr"] for s in ("Set5", "Set14", "B100") if s in scores},
         "latency_ms": latency.get("128->512", {}).get("latency_ms"),
         "latency_threads": latency.get("threads"),
-        "trained_for": ("any (interpolation)" if not prov.get("recipe")
-                        else "clean bicubic-downscaled LR"),
+        "trained_for": trained_for(prov.get("recipe", {})),
     }
+
+
+def trained_for(recipe: dict[str, Any]) -> str:
+    """The input a model expects, from its recipe: the degradation its stages made the LR by
+    (``TrainConfig.degradation``; recipes from before it: bicubic); no recipe: interpolation."""
+    if not recipe:
+        return "any (interpolation)"
+    made = {stage.get("degradation", "bicubic") for stage in recipe.values()
+            if isinstance(stage, dict) and "iterations" in stage}
+    real = sorted(made - {"bicubic"})
+    return f"real-world photos ({', '.join(real)})" if real else "clean bicubic-downscaled LR"
 
 
 def available_models() -> list[str]:
