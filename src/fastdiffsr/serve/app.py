@@ -26,7 +26,7 @@ from ..commands import output_path
 from ..errors import ImageReadError, ImageTooLargeError, OptionError
 from ..imageio import SUPPORTED_SUFFIXES, Picture, read_image, write_image
 from ..upscaler import UpscaleOptions, Upscaler
-from ..zoo import DEFAULT_MODEL, load_model, resolve, summary
+from ..zoo import ALIASES, DEFAULT_MODEL, load_model, summary
 from .jobs import Job, Jobs, QueueFull
 
 MEDIA_TYPES = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg",
@@ -90,7 +90,7 @@ class Models:
     """The models the server offers, each loaded once on first use (thread-safe)."""
 
     def __init__(self, names: list[str]):
-        self.names = [resolve(n).stem if n == "bicubic" else n for n in names]
+        self.names = [ALIASES.get(n, n) for n in names]
         self.loaded: dict[str, Upscaler] = {}
         self.lock = threading.Lock()
 
@@ -121,6 +121,7 @@ def create_app(models: list[str], limits: Limits, root: Path) -> FastAPI:
         return write_image(dst, out)
 
     jobs = Jobs(root, work, limits.workers, limits.queue, limits.keep_jobs, limits.keep_seconds)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         yield
@@ -158,9 +159,7 @@ def create_app(models: list[str], limits: Limits, root: Path) -> FastAPI:
         steps: Annotated[int | None, Form(ge=1, le=limits.max_steps)] = None,
         seed: Annotated[int, Form(ge=0, le=2**63 - 1)] = 0,
     ) -> dict:
-        name = model or default
-        if name == "bicubic":
-            name = resolve(name).stem
+        name = ALIASES.get(model, model) if model else default
         if name not in offered.names:
             raise HTTPException(400, f"unknown model {name!r}; models: "
                                      f"{', '.join(offered.names)}")
