@@ -4,9 +4,9 @@ fresh process, and which tile is the fastest. The output alone of 4096 x 2160 ->
 is 425 MB in 8 bits (1.7 GB in float32, which the CLI no longer holds: rows are quantized as
 the tiles finish).
 
-Malloc settings: ``default`` (the CLI's: glibc serves buffers up to 1 GiB from its heap,
-``cli.keep_freed_buffers``), ``system`` (glibc's own: buffers over 32 MiB mapped afresh each
-time), ``trim`` (the default and no heap trimming under 1 GiB).
+Malloc settings: ``default`` (the CLI's: glibc serves buffers up to 1 GiB from its heap and
+keeps up to 1 GiB freed for reuse, ``cli.keep_freed_buffers``), ``system`` (glibc's own:
+buffers over 32 MiB mapped afresh each time, the heap trimmed at 128 KiB free).
 
     .venv/bin/python benchmarks/large_images.py --threads 2 \\
         --case yonos-x4:512x400::default,system --case bicubic:4096x2160 \\
@@ -44,8 +44,7 @@ def photo(path: Path, width: int, height: int) -> Path:
 CHILD = ("import resource, sys; from fastdiffsr.cli import main; code = main(sys.argv[1:]); "
          "r = resource.getrusage(resource.RUSAGE_SELF); "
          "print('USAGE', r.ru_utime, r.ru_stime, r.ru_maxrss); sys.exit(code)")
-MALLOC = {"default": {}, "system": {"FASTDIFFSR_MALLOC": "system"},
-          "trim": {"MALLOC_TRIM_THRESHOLD_": str(1 << 30)}}
+MALLOC = {"default": {}, "system": {"FASTDIFFSR_MALLOC": "system"}}
 
 
 def run_case(model: str, src: Path, tile: str | None, threads: int, out: Path,

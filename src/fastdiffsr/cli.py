@@ -323,13 +323,16 @@ MMAP_THRESHOLD = 1 << 30
 
 
 def keep_freed_buffers() -> bool:
-    """Ask glibc's malloc to serve buffers up to 1 GiB from the heap and to reuse them.
+    """Ask glibc's malloc to serve buffers up to 1 GiB from the heap, and to keep up to 1 GiB
+    of freed memory for reuse instead of returning it to the kernel.
 
-    By default glibc maps every allocation over 32 MiB afresh and unmaps it when freed, so
-    each tile's activations (a latent model's decoder at 512 px: hundreds of MB per batch) are
-    zeroed page by page by the kernel again: on a 1024x800 photo edgesdsr-x4 spent as much
-    time in the kernel as in its own code (benchmarks/results/large_images.md). Not on other
-    C libraries, nor when the user set ``FASTDIFFSR_MALLOC=system``. Returns whether set."""
+    By default glibc maps every allocation over 32 MiB afresh and unmaps it when freed, and
+    trims the heap whenever 128 KiB are free at its top, so each tile's activations are
+    zeroed page by page by the kernel again: the latent models spent as much time in the
+    kernel as in their own code (edgesdsr-x4's fast stack on Set14: 9.1 s of system time in
+    an 11.1 s evaluation, 1.0 s in 6.6 s with both settings; benchmarks/results/
+    large_images.md). Not on other C libraries, nor when the user set
+    ``FASTDIFFSR_MALLOC=system``. Returns whether set."""
     import ctypes
     import os
     import platform
@@ -337,7 +340,9 @@ def keep_freed_buffers() -> bool:
     if os.environ.get("FASTDIFFSR_MALLOC") == "system" or platform.libc_ver()[0] != "glibc":
         return False
     libc = ctypes.CDLL(None)
-    return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+    mapped = libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+    trimmed = libc.mallopt(M_TRIM_THRESHOLD, MMAP_THRESHOLD)  # keep up to 1 GiB free on top
+    return bool(mapped and trimmed)
 
 
 def build_parser() -> argparse.ArgumentParser:
