@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from fastdiffsr.methods.edgesdsr.model import EdgeSDSR, EdgeSDSRConfig
 from fastdiffsr.methods.yonos.model import YONOS, LREncoderConfig
-from fastdiffsr.nn.autoencoder import AutoencoderConfig, DecoderConfig, KLAutoencoder
+from fastdiffsr.nn.autoencoder import AutoencoderConfig, DecoderConfig
 from fastdiffsr.nn.light import LightDecoder, LRGridEncoder
 from fastdiffsr.nn.unet import UNet, UNetConfig
 from fastdiffsr.train.checkpoints import load_stages
@@ -204,16 +204,19 @@ def test_fast_configs_cost_at_most_12_gflops_per_128_to_512(method: str) -> None
 
 
 def test_fast_configs_share_one_latent_space() -> None:
-    """edgesdsr-x4-fast trains its decoder for ae-f4c16's encoder; yonos-x4-fast takes that
-    stage whole (the committed ae-f4c16-light)."""
+    """Both fast configs load the committed ae-f4c16-light whole (its autoencoder stage runs 0
+    iterations): ae-f4c16's encoder, so ae-f4c16's latent space, with the light decoder and the
+    LR-grid encoder trained for it."""
     _, _, edge = load_recipe(ROOT / "configs" / "edgesdsr" / "fast.toml")
     _, _, yonos = load_recipe(ROOT / "configs" / "yonos" / "fast.toml")
     assert edge.model.autoencoder == yonos.model.autoencoder
-    assert edge.model.lr_encoder == yonos.model.lr_encoder and not edge.train_encoder
-    kept = load_file(ROOT / edge.autoencoder_from)
-    full = KLAutoencoder(replace(edge.model.autoencoder, decoder=DecoderConfig()))
-    full.load_state_dict({k.removeprefix("autoencoder."): v for k, v in kept.items()
-                          if k.startswith("autoencoder.")})
-    stage = latent.AutoencoderStage(yonos.model, 1e-6, 0.5)
-    stage.load_state_dict(load_file(yonos.autoencoder_from))
-    assert torch.equal(stage.autoencoder.encoder.conv_in.weight, full.encoder.conv_in.weight)
+    assert edge.model.lr_encoder == yonos.model.lr_encoder
+    assert edge.autoencoder.iterations == yonos.autoencoder.iterations == 0
+    assert (ROOT / edge.autoencoder_from).resolve() == (ROOT / yonos.autoencoder_from).resolve()
+    light = load_file(ROOT / edge.autoencoder_from)
+    full = load_file(ROOT / "src" / "fastdiffsr" / "weights" / "components" /
+                     "ae-f4c16.safetensors")
+    encoder = [k for k in full if k.startswith(("autoencoder.encoder.", "latent_std"))]
+    assert encoder and all(torch.equal(light[k], full[k]) for k in encoder)
+    stage = latent.AutoencoderStage(edge.model, 1e-6, 0.5)
+    stage.load_state_dict(light)  # strict: the file is the whole stage
