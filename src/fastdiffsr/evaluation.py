@@ -13,7 +13,6 @@ import torch
 from torch import Tensor
 
 from .data.datasets import benchmark_pairs, load_pair
-from .data.degradations import NAMED
 from .imageio import Picture, tensor_to_pixels, write_image
 from .metrics import psnr_y, quantize, ssim_y
 from .resize import imresize
@@ -49,12 +48,11 @@ def evaluate_set(
     device = model_device(model)
     psnrs, ssims, secs, strip = [], [], [], None
     for index, (hr_path, lr_path) in enumerate(benchmark_pairs(root, name, model.scale)):
-        lr, hr = load_pair(hr_path, None if degradation else lr_path, model.scale)
-        if degradation:
-            lr = NAMED[degradation](hr, model.scale, index)
-            if lr_out is not None:
-                folder = lr_out / name / f"LRx{model.scale}-{degradation}"
-                write_image(folder / f"{hr_path.stem}.png", Picture(tensor_to_pixels(lr)))
+        lr, hr = (load_pair(hr_path, None, model.scale, degradation, index) if degradation
+                  else load_pair(hr_path, lr_path, model.scale))
+        if degradation and lr_out is not None:
+            folder = lr_out / name / f"LRx{model.scale}-{degradation}"
+            write_image(folder / f"{hr_path.stem}.png", Picture(tensor_to_pixels(lr)))
         lr, hr = lr.to(device), hr.to(device)
         t0 = time.perf_counter()
         sr = quantize(upscale_tensor(model, lr, opts))

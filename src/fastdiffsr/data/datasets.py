@@ -125,15 +125,17 @@ class IterationSampler(Sampler[int]):
         return (self.end - self.start) * self.batch
 
 
-def load_pair(hr_path: Path, lr_path: Path | None, scale: int) -> tuple[Tensor, Tensor]:
-    """(lr [1,3,h,w], hr [1,3,sh,sw]); without ``lr_path`` the LR is made by ``downscale``."""
+def load_pair(hr_path: Path, lr_path: Path | None, scale: int, degradation: str = "bicubic",
+              seed: int = 0) -> tuple[Tensor, Tensor]:
+    """(lr [1,3,h,w], hr [1,3,sh,sw]); without ``lr_path`` the LR is made from the HR by
+    ``make_lr(hr, scale, degradation, seed)``."""
     hr = picture_to_tensor(read_image(hr_path).pixels)
     if hr.shape[1] == 1:
         hr = hr.expand(-1, 3, -1, -1)
     h, w = (hr.shape[-2] // scale) * scale, (hr.shape[-1] // scale) * scale
     hr = hr[..., :h, :w]
     if lr_path is None:
-        return downscale(hr, scale), hr
+        return make_lr(hr, scale, degradation, seed), hr
     lr = picture_to_tensor(read_image(lr_path).pixels)
     return (lr.expand(-1, 3, -1, -1) if lr.shape[1] == 1 else lr), hr
 

@@ -21,8 +21,6 @@ from typing import Any
 
 from ..upscaler import Cancelled
 
-STATES = ("queued", "running", "done", "failed", "cancelled")
-
 
 class QueueFull(Exception):
     """Every worker is busy and the queue holds its maximum of waiting jobs."""
@@ -30,7 +28,8 @@ class QueueFull(Exception):
 
 @dataclass
 class Job:
-    """One upscale request and what became of it (``state`` one of ``STATES``)."""
+    """One upscale request and what became of it (``state``: queued, running, done, failed or
+    cancelled)."""
 
     id: str
     folder: Path

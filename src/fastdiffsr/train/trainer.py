@@ -35,7 +35,6 @@ from ..data.datasets import (
     PatchSpec,
     list_images,
     load_pair,
-    make_lr,
     split_holdout,
 )
 from ..metrics import psnr_y
@@ -243,8 +242,8 @@ def train_stage(
     wrapped = DistributedDataParallel(model) if info.world > 1 else model
 
     files, held_out = split_holdout(list_images(cfg.data), cfg.holdout)
-    val_pairs = [(make_lr(hr, scale, cfg.degradation, index).to(device), hr.to(device))
-                 for index, (_, hr) in enumerate(load_pair(f, None, scale) for f in held_out)]
+    val_pairs = [tuple(t.to(device) for t in load_pair(f, None, scale, cfg.degradation, index))
+                 for index, f in enumerate(held_out)]
     data = HRPatches(files, PatchSpec(cfg.lr_patch, scale, cfg.seed, cfg.degradation))
     if info.main:
         log.write({"iteration": start, "train_images": len(data.files),
