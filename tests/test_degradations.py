@@ -139,6 +139,22 @@ def test_the_second_order_chain_draws_every_operation():
     assert len({o.numpy().tobytes() for o in outs}) == 6
 
 
+def test_the_plain_path_is_the_bicubic_downscale_with_noise_and_jpeg():
+    """plain_prob = 1: the MATLAB bicubic LR, then only the second pass's noise and JPEG; with
+    no noise and quality 100 it stays at the clean LR (JPEG's 4:2:0 chroma aside); the chain
+    with the same quiet passes does not."""
+    hr = pattern()
+    clean = imresize(hr, 0.25, uint8_passes=True)
+    quiet = Stage(noise_sigma=(0.0, 0.0), gaussian_noise_prob=1.0, jpeg_quality=(100, 100))
+    plain = Degradation(second=quiet, plain_prob=1.0)
+    assert float((degrade(hr, 4, 0, plain) - clean).abs().mean()) < 1 / 255
+    chain = Degradation(first=quiet, second=quiet)
+    assert float((degrade(hr, 4, 0, chain) - clean).abs().mean()) > 0.005  # blurred, resized
+    photo = [NAMED["realesrgan-photo"](hr, 4, s) for s in range(16)]
+    near = [float((o - clean).abs().mean()) < 0.013 for o in photo]
+    assert 0 < sum(near) < 16  # both paths are drawn
+
+
 def test_training_pairs_take_the_degradation_reproducibly(train_folder):
     from fastdiffsr.data.datasets import HRPatches, PatchSpec, list_images, make_lr
 

@@ -20,7 +20,7 @@ DEFAULT_BENCH_DATA = Path("../shared/data/bench")
 MAX_SIDE = 16384  # LR pixels: a tile or benchmark side beyond this is a typo, not a plan
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed's range
 # data.degradations.NAMED's keys (tested equal), here so that --help needs no torch
-DEGRADATIONS = ("jpeg60", "noise5", "realesrgan-mild", "realesrgan-severe")
+DEGRADATIONS = ("jpeg60", "noise5", "realesrgan-mild", "realesrgan-severe", "realesrgan-photo")
 
 
 class Parser(argparse.ArgumentParser):

@@ -64,6 +64,9 @@ class Degradation:
                           resize_range=(0.3, 1.2), noise_sigma=(1.0, 25.0),
                           poisson_scale=(0.05, 2.5))
     final_sinc_prob: float = 0.8
+    # the plain path instead of the chain: MATLAB bicubic downscale, then the second pass's
+    # noise and JPEG (as BSRGAN's shuffled model often draws: a resized photo saved as JPEG)
+    plain_prob: float = 0.0
 
 
 def _mild() -> Degradation:
@@ -72,6 +75,12 @@ def _mild() -> Degradation:
     stage = Stage(blur_sigma=(0.2, 1.5), resize_probs=(0.1, 0.4, 0.5), resize_range=(0.5, 1.2),
                   noise_sigma=(1.0, 8.0), poisson_scale=(0.05, 0.8), jpeg_quality=(60.0, 95.0))
     return Degradation(stage, replace(stage, blur_prob=0.0), final_sinc_prob=0.3)
+
+
+def _photo() -> Degradation:
+    """The mild chain for half the samples, the plain path for the other half: what
+    ``rdsr-x4-real`` trains on (a photo resized and shared once, blurred or not)."""
+    return replace(_mild(), plain_prob=0.5)
 
 
 # name -> function (hr [1, 3, H, W] in [0, 1], scale, seed) -> LR [1, 3, H/s, W/s] 8-bit levels;
@@ -87,6 +96,7 @@ NAMED = {
     "noise5": _bicubic_then(lambda lr, rng: _to_8bit(lr + gaussian_noise(lr, 5.0, False, rng))),
     "realesrgan-mild": lambda hr, scale, seed: degrade(hr, scale, seed, _mild()),
     "realesrgan-severe": lambda hr, scale, seed: degrade(hr, scale, seed, Degradation()),
+    "realesrgan-photo": lambda hr, scale, seed: degrade(hr, scale, seed, _photo()),
 }
 
 
@@ -97,6 +107,9 @@ def degrade(hr: Tensor, scale: int, seed: int, cfg: Degradation = Degradation())
         raise ValueError(f"hr must be [1, 3, H, W] with H, W >= scale, got {list(hr.shape)}")
     rng = np.random.default_rng(seed)
     h, w = hr.shape[-2] // scale, hr.shape[-1] // scale
+    if cfg.plain_prob > 0 and rng.random() < cfg.plain_prob:
+        lr = imresize(hr[..., :h * scale, :w * scale], 1 / scale, uint8_passes=True)
+        return _to_8bit(_noise_and_jpeg(lr, cfg.second, rng))
     x = _stage(hr.float(), cfg.first, rng, (h * scale, w * scale), 1.0)
     x = _stage(x, cfg.second, rng, (h * scale, w * scale), scale)
     sinc = sinc_kernel(MAX_KERNEL, rng.uniform(math.pi / 3, math.pi))
@@ -125,7 +138,10 @@ def _stage(x: Tensor, st: Stage, rng: np.random.Generator, hr_size: tuple[int, i
     factor = (rng.uniform(1, st.resize_range[1]) if kind == 0 else
               rng.uniform(st.resize_range[0], 1) if kind == 1 else 1.0)
     size = (max(1, round(hr_size[0] / scale * factor)), max(1, round(hr_size[1] / scale * factor)))
-    x = resize(x, size, RESIZE_MODES[rng.integers(3)])
+    return _noise_and_jpeg(resize(x, size, RESIZE_MODES[rng.integers(3)]), st, rng)
+
+
+def _noise_and_jpeg(x: Tensor, st: Stage, rng: np.random.Generator) -> Tensor:
     gray = bool(rng.random() < st.gray_noise_prob)
     if rng.random() < st.gaussian_noise_prob:
         x = x + gaussian_noise(x, rng.uniform(*st.noise_sigma), gray, rng)
