@@ -186,3 +186,15 @@ def test_models_say_which_input_they_were_trained_for():
     real = {"model": {"scale": 4}, "prior": {**stage, "degradation": "realesrgan-mild"},
             "diffusion": {**stage, "degradation": "bicubic"}}
     assert trained_for(real) == "real-world photos (realesrgan-mild)"
+
+
+@pytest.mark.parametrize("config", ["rdsr/x4-real.toml", "edgesdsr/fast-real.toml"])
+def test_the_real_configs_degrade_every_stage_that_trains(config):
+    from pathlib import Path
+
+    from fastdiffsr.train.run import load_recipe
+
+    _, _, recipe = load_recipe(Path(__file__).resolve().parents[1] / "configs" / config)
+    stages = [v for v in vars(recipe).values() if hasattr(v, "degradation")]
+    trained = [s for s in stages if s.iterations > 0]
+    assert trained and all(s.degradation == "realesrgan-photo" for s in trained)

@@ -69,14 +69,14 @@ def evaluate_set(
 def comparison_strip(lr: Tensor, sr: Tensor, hr: Tensor, scale: int, crop: int = 128) -> np.ndarray:
     """H x 3W x 3 array: the same HR-resolution crop (the most detailed one) of bicubic, SR, GT."""
     bic = imresize(lr, scale).clamp(0, 1)
-    y, x = _busiest_crop(hr, crop)
+    y, x = busiest_crop(hr, crop)
     parts = [t[0, :, y : y + crop, x : x + crop] for t in (bic, sr, hr)]
     gap = torch.ones(3, parts[0].shape[1], 4, device=hr.device)
     row = torch.cat([parts[0], gap, parts[1], gap, parts[2]], dim=2)
     return row.permute(1, 2, 0).cpu().numpy()
 
 
-def _busiest_crop(hr: Tensor, crop: int) -> tuple[int, int]:
+def busiest_crop(hr: Tensor, crop: int) -> tuple[int, int]:
     """Top-left of the crop with the most gradient energy (on a coarse grid)."""
     h, w = hr.shape[-2:]
     crop = min(crop, h - 1, w - 1)
