@@ -43,10 +43,11 @@ std::vector<torch::Tensor> pack_activations(const torch::Tensor& x_in, int64_t p
         const float* src = xp + ((b * C + c) * H + y) * W;
         const uint64_t bit = uint64_t{1} << (c % 64);
         const int64_t word = c / 64;
-        for (int64_t xx = 0; xx < W; ++xx) {
-          const int64_t at = ((b * Hp + y + pad) * Wp + xx + pad) * words + word;
-          if (src[xx] > 0) sp[at] |= bit;
-          if (src[xx] != 0) mp[at] |= bit;
+        uint64_t* s_row = sp + ((b * Hp + y + pad) * Wp + pad) * words + word;
+        uint64_t* m_row = mp + ((b * Hp + y + pad) * Wp + pad) * words + word;
+        for (int64_t xx = 0; xx < W; ++xx) {  // branch-free: the signs are unpredictable
+          s_row[xx * words] |= bit & (uint64_t{0} - static_cast<uint64_t>(src[xx] > 0));
+          m_row[xx * words] |= bit & (uint64_t{0} - static_cast<uint64_t>(src[xx] != 0));
         }
       }
     }
@@ -79,12 +80,15 @@ torch::Tensor xnor_conv2d(const torch::Tensor& x, const torch::Tensor& weights,
   const int64_t n = taps * words;  // (tap, word) pairs per output pixel
   at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
     std::vector<uint64_t> s(n), m(n);
-    std::vector<int64_t> ones(n), live(n);  // live: the pairs with any non-zero activation
+    std::vector<int64_t> live(n);  // live: the pairs with any non-zero activation
     std::vector<int64_t> acc(O8);
+#if FASTDIFFSR_VPOPCNT
+    std::vector<__m512i> s8(n), m8(n);  // s and m broadcast to 8 lanes, once per pixel
+#endif
     for (int64_t row = begin; row < end; ++row) {
       const int64_t b = row / H, y = row % H;
       for (int64_t xx = 0; xx < W; ++xx) {
-        int64_t count = 0;  // gather this pixel's activation words once, for every output
+        int64_t count = 0, ones = 0;  // gather this pixel's words once, for every output
         for (int64_t ky = 0; ky < kernel; ++ky) {
           for (int64_t kx = 0; kx < kernel; ++kx) {
             const int64_t pix = ((b * Hp + y + ky) * Wp + xx + kx) * words;
@@ -93,30 +97,34 @@ torch::Tensor xnor_conv2d(const torch::Tensor& x, const torch::Tensor& weights,
               if (mk == 0) continue;  // padding or all-zero activations: no contribution
               s[count] = sp[pix + k];
               m[count] = mk;
-              ones[count] = __builtin_popcountll(mk);
+              ones += __builtin_popcountll(mk);  // sum of popcount(m): the same for every o
               live[count++] = (ky * kernel + kx) * words + k;
             }
           }
         }
+#if FASTDIFFSR_VPOPCNT
+        for (int64_t i = 0; i < count; ++i) {
+          s8[i] = _mm512_set1_epi64(static_cast<int64_t>(s[i]));
+          m8[i] = _mm512_set1_epi64(static_cast<int64_t>(m[i]));
+        }
+#endif
         for (int64_t o = 0; o < O8; o += 8) {  // 8 outputs at once, the sum in a register
 #if FASTDIFFSR_VPOPCNT
-          __m512i a = _mm512_setzero_si512();
+          __m512i d = _mm512_setzero_si512();  // sum of popcount((s ^ w) & m)
           for (int64_t i = 0; i < count; ++i) {
             const __m512i w = _mm512_loadu_si512(wp + live[i] * O8 + o);
-            const __m512i d = _mm512_popcnt_epi64(_mm512_and_si512(
-                _mm512_xor_si512(_mm512_set1_epi64(static_cast<int64_t>(s[i])), w),
-                _mm512_set1_epi64(static_cast<int64_t>(m[i]))));
-            a = _mm512_add_epi64(a, _mm512_sub_epi64(_mm512_set1_epi64(ones[i]),
-                                                     _mm512_slli_epi64(d, 1)));
+            d = _mm512_add_epi64(d, _mm512_popcnt_epi64(
+                _mm512_and_si512(_mm512_xor_si512(s8[i], w), m8[i])));
           }
-          _mm512_storeu_si512(acc.data() + o, a);
+          _mm512_storeu_si512(acc.data() + o, _mm512_sub_epi64(_mm512_set1_epi64(ones),
+                                                                _mm512_slli_epi64(d, 1)));
 #else
           for (int64_t j = o; j < o + 8; ++j) {
-            int64_t a = 0;
+            int64_t d = 0;
             for (int64_t i = 0; i < count; ++i) {
-              a += ones[i] - 2 * __builtin_popcountll((s[i] ^ wp[live[i] * O8 + j]) & m[i]);
+              d += __builtin_popcountll((s[i] ^ wp[live[i] * O8 + j]) & m[i]);
             }
-            acc[j] = a;
+            acc[j] = ones - 2 * d;
           }
 #endif
         }
