@@ -47,6 +47,24 @@ def test_every_binary_layer_equals_the_float_simulation_exactly(config: str) -> 
 
 
 @needs_kernel
+@pytest.mark.parametrize(("c_in", "c_out", "kernel"), [(1, 3, 3), (5, 8, 3), (16, 9, 3),
+                                                       (21, 16, 1), (32, 8, 3), (33, 17, 3),
+                                                       (64, 8, 1), (100, 24, 3)])
+def test_any_layer_shape_equals_the_float_simulation_exactly(c_in, c_out, kernel) -> None:
+    """Random sign bits and scales: several taps per word (C <= 32, a last slot part empty),
+    one tap per word, several words with a partial last one, outputs not a multiple of 8."""
+    gen = torch.Generator().manual_seed(c_in * 100 + kernel)
+    layer = bn.PackedBinaryConv2d(c_in, c_out, kernel)
+    layer.bits.copy_(torch.randint(0, 256, layer.bits.shape, generator=gen, dtype=torch.uint8))
+    layer.scale.copy_(torch.rand(c_out, generator=gen) + 0.5)
+    x = torch.randint(-1, 2, (2, c_in, 7, 10), generator=gen).float()
+    layer.path = "float"
+    expected = layer(x)
+    layer.path = "kernel"
+    assert torch.equal(layer(x), expected)
+
+
+@needs_kernel
 @pytest.mark.parametrize("name", [pytest.param(
     "bidiffsr-x4", marks=pytest.mark.skipif("bidiffsr-x4" not in available_models(),
                                             reason="not shipped"))])

@@ -2,9 +2,11 @@
 //
 // Activations a in {-1, 0, +1} (sign of TaR's output; zero padding) are packed per pixel into
 // 64-bit words along the channels: s (a > 0) and m (a != 0). Weights sign(W) are packed the
-// same way, w (W >= 0), laid out [k*k][words][outputs rounded up to 8] so that 8 output
-// channels sit side by side. Per output pixel and output channel, exactly in integers:
-//   dot(a, sign W) = sum over taps and words of popcount(m) - 2 popcount((s ^ w) & m)
+// same way, w (W >= 0), laid out [slots][words][outputs rounded up to 8] so that 8 output
+// channels sit side by side. A slot is one tap (kernel position) when C > 32; with C <= 32
+// channels, 64 / C taps share a slot's word (tap j of the slot at bits j C ..), so no half-empty
+// words are counted. Per output pixel and output channel, exactly in integers:
+//   dot(a, sign W) = sum over slots and words of popcount(m) - 2 popcount((s ^ w) & m)
 // and the result is dot * alpha[o], as the float simulation computes it.
 //
 // With AVX-512 VPOPCNTDQ (compiled with -march=native on such a CPU) one instruction counts
@@ -62,11 +64,13 @@ std::vector<torch::Tensor> pack_activations(const torch::Tensor& x_in, int64_t p
 torch::Tensor xnor_conv2d(const torch::Tensor& x, const torch::Tensor& weights,
                           const torch::Tensor& alpha, int64_t kernel) {
   TORCH_CHECK(x.dim() == 4 && kernel % 2 == 1, "x must be [B, C, H, W], kernel odd");
-  const int64_t B = x.size(0), H = x.size(2), W = x.size(3), pad = kernel / 2;
+  const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), pad = kernel / 2;
   const int64_t taps = kernel * kernel, words = weights.size(1), O8 = weights.size(2);
   const int64_t O = alpha.size(0);
-  TORCH_CHECK(weights.size(0) == taps && words == (x.size(1) + 63) / 64 && O8 % 8 == 0 &&
-              O <= O8, "weights do not match x and kernel");
+  const int64_t per_slot = C <= 32 ? 64 / C : 1;  // taps per slot (xnor_kernel.taps_per_slot)
+  const int64_t slots = (taps + per_slot - 1) / per_slot;
+  TORCH_CHECK(weights.size(0) == slots && words == (C + 63) / 64 && O8 % 8 == 0 && O <= O8,
+              "weights do not match x and kernel");
   auto packed = pack_activations(x, pad);
   const auto* sp = reinterpret_cast<const uint64_t*>(packed[0].data_ptr<int64_t>());
   const auto* mp = reinterpret_cast<const uint64_t*>(packed[1].data_ptr<int64_t>());
@@ -77,7 +81,7 @@ torch::Tensor xnor_conv2d(const torch::Tensor& x, const torch::Tensor& weights,
   auto out = torch::empty({B, H, W, O}, torch::kFloat);
   float* op = out.data_ptr<float>();
   const int64_t Hp = H + 2 * pad, Wp = W + 2 * pad;
-  const int64_t n = taps * words;  // (tap, word) pairs per output pixel
+  const int64_t n = slots * words;  // (slot, word) pairs per output pixel
   at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
     std::vector<uint64_t> s(n), m(n);
     std::vector<int64_t> live(n);  // live: the pairs with any non-zero activation
@@ -89,17 +93,20 @@ torch::Tensor xnor_conv2d(const torch::Tensor& x, const torch::Tensor& weights,
       const int64_t b = row / H, y = row % H;
       for (int64_t xx = 0; xx < W; ++xx) {
         int64_t count = 0, ones = 0;  // gather this pixel's words once, for every output
-        for (int64_t ky = 0; ky < kernel; ++ky) {
-          for (int64_t kx = 0; kx < kernel; ++kx) {
-            const int64_t pix = ((b * Hp + y + ky) * Wp + xx + kx) * words;
-            for (int64_t k = 0; k < words; ++k) {
-              const uint64_t mk = mp[pix + k];
-              if (mk == 0) continue;  // padding or all-zero activations: no contribution
-              s[count] = sp[pix + k];
-              m[count] = mk;
-              ones += __builtin_popcountll(mk);  // sum of popcount(m): the same for every o
-              live[count++] = (ky * kernel + kx) * words + k;
+        for (int64_t slot = 0; slot < slots; ++slot) {
+          for (int64_t k = 0; k < words; ++k) {
+            uint64_t sk = 0, mk = 0;
+            for (int64_t j = 0; j < per_slot && slot * per_slot + j < taps; ++j) {
+              const int64_t tap = slot * per_slot + j, ky = tap / kernel, kx = tap % kernel;
+              const int64_t at = ((b * Hp + y + ky) * Wp + xx + kx) * words + k;
+              sk |= sp[at] << (j * C);  // per_slot > 1 only with one word of C <= 32 bits
+              mk |= mp[at] << (j * C);
             }
+            if (mk == 0) continue;  // padding or all-zero activations: no contribution
+            s[count] = sk;
+            m[count] = mk;
+            ones += __builtin_popcountll(mk);  // sum of popcount(m): the same for every o
+            live[count++] = slot * words + k;
           }
         }
 #if FASTDIFFSR_VPOPCNT

@@ -6,8 +6,10 @@ prebuilt by ``make``. No compiler, no ninja, a failed build: ``kernel()`` is Non
 warning and the binary layers run their float simulation, which gives the same numbers.
 
 Layouts: ``pack_weights`` turns a ``PackedBinaryConv2d``'s ``bits`` [O, ceil(C k k / 8)]
-(numpy.packbits order over (c, ky, kx)) into int64 [k*k, ceil(C / 64), O rounded up to 8]:
-per tap, 64 input channels per word (bit c % 64 of word c // 64), output channels side by side.
+(numpy.packbits order over (c, ky, kx)) into int64 [slots, ceil(C / 64), O rounded up to 8]:
+per slot, 64 input channels per word (bit c % 64 of word c // 64), output channels side by
+side. A slot is one tap (ky, kx) when C > 32; with C <= 32 channels, ``taps_per_slot`` = 64 // C
+taps share one word (tap j of a slot at bits j C + c), so narrow layers count no empty bits.
 """
 
 from __future__ import annotations
@@ -42,14 +44,23 @@ def kernel() -> ModuleType | None:
     return _state["module"]
 
 
+def taps_per_slot(c_in: int) -> int:
+    """How many taps share a 64-bit word: 64 // C for C <= 32, else 1 (``xnor.cpp`` agrees)."""
+    return 64 // c_in if c_in <= 32 else 1
+
+
 def pack_weights(bits: Tensor, c_in: int, kernel_size: int) -> Tensor:
-    """``bits`` [O, ceil(C k k / 8)] uint8 -> int64 [k*k, ceil(C / 64), O8] (see above)."""
-    c_out, taps = bits.shape[0], kernel_size * kernel_size
-    words, o8 = -(-c_in // 64), -(-c_out // 8) * 8
+    """``bits`` [O, ceil(C k k / 8)] uint8 -> int64 [slots, ceil(C / 64), O8] (see above)."""
+    c_out, taps, per_slot = bits.shape[0], kernel_size * kernel_size, taps_per_slot(c_in)
+    words, o8, slots = -(-c_in // 64), -(-c_out // 8) * 8, -(-taps // per_slot)
     signs = unpack_bits(bits, c_in * taps).view(c_out, c_in, taps)  # bool, W >= 0
-    signs = torch.nn.functional.pad(signs.permute(2, 1, 0), (0, o8 - c_out, 0, words * 64 - c_in))
+    signs = torch.nn.functional.pad(signs.permute(2, 1, 0), (0, o8 - c_out))  # [taps, C, O8]
+    if per_slot > 1:  # [slots, per_slot * C bits, O8]: tap j of a slot at bits j C + c
+        signs = torch.nn.functional.pad(signs, (0, 0, 0, 0, 0, slots * per_slot - taps))
+        signs = signs.reshape(slots, per_slot * c_in, o8)
+    signs = torch.nn.functional.pad(signs, (0, 0, 0, words * 64 - signs.shape[1]))
     shifts = torch.arange(64, dtype=torch.int64, device=bits.device).view(1, 1, 64, 1)
-    per_bit = signs.reshape(taps, words, 64, o8).to(torch.int64) << shifts
+    per_bit = signs.reshape(slots, words, 64, o8).to(torch.int64) << shifts
     return per_bit.sum(2)  # bits are disjoint: the sum is the OR (bit 63 wraps to the sign)
 
 
