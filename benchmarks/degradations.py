@@ -7,13 +7,16 @@ the held-out images the MATLAB bicubic downscale).
     .venv/bin/python benchmarks/degradations.py --threads 2 \\
         --model rdsr-x4 --model rdsr-x4-real --model yonos-x4 --model edgesdsr-x4
 
-writes ``benchmarks/results/degradations.md`` (the tables) and ``degradations.png`` (each
-model's PSNR-Y gain over bicubic per input, on B100 and the held-out images).
+writes ``benchmarks/results/degradations.md`` (the tables), ``degradations.png`` (each
+model's PSNR-Y gain over bicubic per input, on B100 and the held-out images) and
+``degradations.json`` (the scores: a later run with ``--add`` scores only its ``--model``s and
+keeps the other rows; every score is a deterministic function of the model file and the data).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 from pathlib import Path
 
@@ -25,7 +28,7 @@ import torch  # noqa: E402
 
 from fastdiffsr.data.datasets import list_images, split_holdout  # noqa: E402
 from fastdiffsr.data.degradations import NAMED  # noqa: E402
-from fastdiffsr.evaluation import SetResult, evaluate_set  # noqa: E402
+from fastdiffsr.evaluation import evaluate_set  # noqa: E402
 from fastdiffsr.train.trainer import TrainConfig  # noqa: E402
 from fastdiffsr.upscaler import Upscaler  # noqa: E402
 from fastdiffsr.zoo import load_model  # noqa: E402
@@ -44,17 +47,20 @@ def held_out_root(data: Path, holdout: int, into: Path) -> Path:
     return into
 
 
-def scores(model: Upscaler, degradation: str, roots: dict[str, Path]) -> list[SetResult]:
-    return [evaluate_set(model, roots[s], s, degradation=None if degradation == "clean"
-                         else degradation)[0] for s in SETS]
+def scores(model: Upscaler, degradation: str, roots: dict[str, Path]) -> list[list[float]]:
+    """[PSNR, SSIM] per set of ``SETS``."""
+    results = [evaluate_set(model, roots[s], s, degradation=None if degradation == "clean"
+                            else degradation)[0] for s in SETS]
+    return [[r.psnr, r.ssim] for r in results]
 
 
-def plot(table: dict[tuple[str, str], list[SetResult]], models: list[str], out: Path) -> None:
+def plot(table: dict[str, dict[str, list[list[float]]]], out: Path) -> None:
+    models = list(table)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     width = 0.8 / (len(models) - 1)
     for ax, set_index in zip(axes, (2, 3), strict=True):
         for k, name in enumerate(models[1:]):
-            gains = [table[name, d][set_index].psnr - table[models[0], d][set_index].psnr
+            gains = [table[name][d][set_index][0] - table[models[0]][d][set_index][0]
                      for d in INPUTS]
             ax.bar([i + k * width for i in range(len(INPUTS))], gains, width, label=name)
         ax.axhline(0, color="black", linewidth=0.8)
@@ -73,20 +79,24 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT / "../shared/data")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/degradations")
+    parser.add_argument("--add", action="store_true",
+                        help="keep the rows of the existing .json, score only --model")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    models = ["bicubic-x4", *args.model]
-    table: dict[tuple[str, str], list[SetResult]] = {}
+    store = args.out.with_suffix(".json")
+    table = json.loads(store.read_text()) if args.add else {}
+    models = [*args.model] if args.add else ["bicubic-x4", *args.model]
     with tempfile.TemporaryDirectory() as tmp:
         held = held_out_root(args.data / "train", TrainConfig.holdout, Path(tmp))
         roots = {**{s: args.data / "bench" for s in SETS[:3]}, "held-out": held}
         for name in models:
-            model = load_model(name)
+            model, table[name] = load_model(name), {}
             for degradation in INPUTS:
-                table[name, degradation] = scores(model, degradation, roots)
-                print(name, degradation, [f"{r.psnr:.2f}" for r in table[name, degradation]],
+                table[name][degradation] = scores(model, degradation, roots)
+                print(name, degradation, [f"{p:.2f}" for p, _ in table[name][degradation]],
                       flush=True)
-    lines = [f"# Models on degraded inputs (x4, PSNR / SSIM-Y, {args.threads} threads)", "",
+            store.write_text(json.dumps(table, indent=1))
+    lines = ["# Models on degraded inputs (x4, PSNR / SSIM-Y)", "",
              "Written by `benchmarks/degradations.py`. Inputs: `clean` is the official LRx4 "
              "(held-out: the MATLAB bicubic downscale); the others are the named, seeded "
              "degradations of `fastdiffsr eval --degradation` made from the HR. held-out: the "
@@ -95,12 +105,12 @@ def main() -> None:
     for degradation in INPUTS:
         lines += [f"## {degradation}", "", "| model | " + " | ".join(SETS) + " |",
                   "| --- |" + " ---: |" * len(SETS)]
-        for name in models:
-            cells = [f"{r.psnr:.2f} / {r.ssim:.4f}" for r in table[name, degradation]]
+        for name in table:
+            cells = [f"{p:.2f} / {q:.4f}" for p, q in table[name][degradation]]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
     args.out.with_suffix(".md").write_text("\n".join(lines))
-    plot(table, models, args.out.with_suffix(".png"))
+    plot(table, args.out.with_suffix(".png"))
 
 
 if __name__ == "__main__":

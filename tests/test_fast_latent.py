@@ -220,3 +220,23 @@ def test_fast_configs_share_one_latent_space() -> None:
     assert encoder and all(torch.equal(light[k], full[k]) for k in encoder)
     stage = latent.AutoencoderStage(edge.model, 1e-6, 0.5)
     stage.load_state_dict(light)  # strict: the file is the whole stage
+
+
+@pytest.mark.parametrize("suffix", [".onnx", ".pte"])
+def test_the_fast_stack_exports_with_any_tile_side_and_equals_pytorch(tmp_path, suffix) -> None:
+    """No bicubic resize inside: the graph takes tiles of any side, so the exported file
+    tiles an image exactly as PyTorch does (a static side would pad every small image up to
+    ``max_tile`` and change what GroupNorm and attention see)."""
+    pytest.importorskip("onnxruntime" if suffix == ".onnx" else "executorch")
+    from fastdiffsr.backends.executorch import export_pte
+    from fastdiffsr.backends.onnx import export_onnx
+    from fastdiffsr.upscaler import UpscaleOptions
+
+    model = perturbed_unet_model(lambda: EdgeSDSR(replace(FAST, max_tile=64)))
+    export = export_onnx if suffix == ".onnx" else export_pte
+    exported = load_model(str(export(model, tmp_path / f"m{suffix}", 16)))
+    assert exported.static_side == 0
+    for shape in ((1, 3, 24, 40), (1, 3, 100, 72)):  # one tile; 3 x 2 tiles of 64
+        lr, opts = torch.rand(shape), UpscaleOptions(seed=3)
+        want = upscale_tensor(model, lr, opts)
+        assert (upscale_tensor(exported, lr, opts) - want).abs().max() < 1e-4

@@ -5,8 +5,8 @@ the release built against this project's torch 2.13.0).
 program: ``torch.export`` with dynamic batch, height and width, lowered to the XNNPACK
 delegate (ARM and x86 CPUs: what runs on a phone's CPU cores), the metadata stored as constant
 methods (``format``, ``scale``, ...: the file describes itself to any ExecuTorch runtime).
-``dtype="int8"``: XNNPACK's quantizer through PT2E (per-channel symmetric int8 weights, int8
-activations), calibrated on LR crops of training images, never a benchmark set.
+``dtype="int8"``: XNNPACK's quantizer through PT2E on the convolutions (per-channel symmetric
+int8 weights, int8 activations), calibrated on LR crops of training images, never a benchmark set.
 
 ``PteUpscaler`` runs such a program through ExecuTorch's Python runtime with the PyTorch model's
 tiling and noise; on a device the same file runs under ExecuTorch's C++ runtime.
@@ -32,9 +32,11 @@ from .exported import (
 )
 
 FORMAT = "fastdiffsr-pte"
-# XNNPACK plans its buffers for bounded shapes: tiles of 16..2048 LR px (the upscaler pads a
-# smaller image up to 16 and tiles a larger one), one per call (a dynamic batch fails in the
-# portable kernels the graph keeps outside the delegate: aten::full cannot resize its output)
+# XNNPACK plans its buffers for bounded shapes: tiles of 16 LR px up to the model's max_tile
+# (at most 2048; the upscaler pads a smaller image up to 16 and tiles a larger one; planning for
+# 2048 px tiles of a model with attention asks for more memory than there is), one per call (a
+# dynamic batch fails in the portable kernels the graph keeps outside the delegate: aten::full
+# cannot resize its output)
 SIDES = (16, 2048)
 _INSTALL = ("ExecuTorch export and .pte models need the edge extra: "
             "pip install 'fastdiffsr[edge]'")
@@ -60,7 +62,9 @@ def export_pte(model: Upscaler, path: str | Path, tile: int = 128, dtype: str = 
     if dtype == "int8" and not calibration:
         raise ValueError("int8 export needs calibration images")
     graph = tile_graph(model)
-    example, names, shapes = example_inputs(graph, tile, one_tile=True, sides=SIDES)
+    sides = (SIDES[0], min(model.max_tile or SIDES[1], SIDES[1]))
+    example, names, shapes = example_inputs(graph, min(tile, sides[1]), model.multiple_of,
+                                            one_tile=True, sides=sides)
     with torch.no_grad():
         program = torch.export.export(graph.module.eval(), example, dynamic_shapes=shapes)
         if dtype == "int8":
@@ -77,15 +81,17 @@ def export_pte(model: Upscaler, path: str | Path, tile: int = 128, dtype: str = 
 
 def _quantize(program, example, shapes, names, graph, calibration):
     """PT2E static quantization for XNNPACK: observers on the exported module, the calibration
-    crops through it, then int8 (per-channel weights)."""
+    crops through it, then int8 (per-channel weights). Only the convolutions (and their fused
+    ReLU) are quantized, as the ONNX Runtime int8 path does: a quantized add would round the
+    output image's residual sum to 8 bits before the final 8-bit rounding."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
         get_symmetric_quantization_config,
     )
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    quantizer = XNNPACKQuantizer().set_global(
-        get_symmetric_quantization_config(is_per_channel=True))
+    quantizer = XNNPACKQuantizer().set_operator_type(
+        torch.ops.aten.conv2d.default, get_symmetric_quantization_config(is_per_channel=True))
     observed = prepare_pt2e(program.module(), quantizer)
     for feeds in calibration_feeds(graph, calibration):
         observed(*(feeds[name] for name in names))
@@ -118,6 +124,9 @@ class PteUpscaler(ExportedUpscaler):
 
     def run_tile(self, inputs: dict[str, Tensor]) -> Tensor:
         """The program runs one tile per call: a batch is run tile by tile."""
+        if max(inputs["lr"].shape[-2:]) > self.max_tile:
+            raise DeployError(f"{self.path} runs LR tiles of at most {self.max_tile} px "
+                              f"(--tile {self.max_tile}), got {list(inputs['lr'].shape[-2:])}")
         tiles = [[inputs[n][i : i + 1].contiguous() for n in self.names]
                  for i in range(inputs["lr"].shape[0])]
         return torch.cat([self.forward_method.execute(tile)[0] for tile in tiles])

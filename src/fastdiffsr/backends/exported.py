@@ -20,15 +20,15 @@ from ..upscaler import TileFn, TileGraph, Upscaler
 DTYPES = ("fp32", "int8")
 
 
-def example_inputs(graph: TileGraph, tile: int, one_tile: bool = False,
+def example_inputs(graph: TileGraph, tile: int, multiple: int = 1, one_tile: bool = False,
                    sides: tuple[int, int] = (8, 0)) -> tuple[tuple[Tensor, ...], list[str], tuple]:
     """(example inputs, their names, torch.export dynamic shapes) of ``graph`` at ``tile`` LR
     px: lr [B, 3, h, w], then prior_noise [B, D] and / or noise [B, k, r h, r w]; batch, h and
     w dynamic unless the graph has a static side (then the batch only) or ``one_tile`` (B = 1),
-    the sides within ``sides`` (min, max; max 0: unbounded)."""
+    the sides multiples of ``multiple`` (the model's ``multiple_of``) within ``sides`` (min,
+    max; max 0: unbounded)."""
     batch, batch_dim = 1, None if one_tile else torch.export.Dim("batch", max=1024)
-    bounds = {"min": sides[0]} | ({"max": sides[1]} if sides[1] else {})
-    h, w = torch.export.Dim("h", **bounds), torch.export.Dim("w", **bounds)
+    h, w = (_side_dim(name, multiple, *sides) for name in ("h", "w"))
     side = graph.static_side or tile
     example = [torch.rand(batch, 3, side, side)]
     names, shapes = ["lr"], [{0: batch_dim} if graph.static_side else
@@ -44,6 +44,14 @@ def example_inputs(graph: TileGraph, tile: int, one_tile: bool = False,
         shapes.append({0: batch_dim} if graph.static_side else
                       {0: batch_dim, 2: r * h, 3: r * w})
     return tuple(example), names, tuple(shapes)
+
+
+def _side_dim(name: str, multiple: int, low: int, high: int):
+    """A dynamic side in [low, high] (high 0: unbounded), ``multiple`` * an integer."""
+    bound = {"max": high // multiple} if high else {}
+    if multiple == 1:
+        return torch.export.Dim(name, min=low, **bound)
+    return multiple * torch.export.Dim(f"{name}_blocks", min=-(-low // multiple), **bound)
 
 
 def metadata(model: Upscaler, graph: TileGraph, file_format: str, dtype: str,

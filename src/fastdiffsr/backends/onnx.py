@@ -63,7 +63,7 @@ def export_onnx(model: Upscaler, path: str | Path, tile: int = 128, dtype: str =
     graph = tile_graph(model)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    example, names, shapes = example_inputs(graph, tile)
+    example, names, shapes = example_inputs(graph, tile, model.multiple_of)
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
         with torch.no_grad():

@@ -127,9 +127,9 @@ def ddim_step(
     return x_prev if drift is None else x_prev + (1 - a_p.sqrt()) * drift
 
 
-def ddim_timesteps(timesteps: int, sampling_steps: int, spacing: Spacing = "leading") -> Tensor:
-    """Descending LongTensor [n] of the timesteps to visit in n = ``sampling_steps`` sampling
-    steps of a diffusion of T = ``timesteps``.
+def ddim_timesteps(timesteps: int, sampling_steps: int, spacing: Spacing = "leading") -> list[int]:
+    """The descending timesteps (Python ints: constants when a sampler is exported) to visit in
+    n = ``sampling_steps`` sampling steps of a diffusion of T = ``timesteps``.
 
     Same as diffusers ``DDIMScheduler(timestep_spacing=..., steps_offset=0).set_timesteps``
     (Lin et al. 2024, "Common Diffusion Noise Schedules and Sample Steps are Flawed", Tab. 2):
@@ -145,11 +145,10 @@ def ddim_timesteps(timesteps: int, sampling_steps: int, spacing: Spacing = "lead
     n, T = sampling_steps, timesteps
     if not 1 <= n <= T:
         raise ValueError(f"sampling_steps must be in [1, {T}], got {n}")
-    i = torch.arange(n, dtype=torch.float64)
     if spacing == "leading":
-        return (i * (T // n)).flip(0).long()
+        return [i * (T // n) for i in reversed(range(n))]
     if spacing == "trailing":
-        return (T - i * (T / n)).round().long() - 1
+        return [round(T - i * (T / n)) - 1 for i in range(n)]  # round half to even, as torch
     raise ValueError(f"unknown spacing {spacing!r}; expected 'leading' or 'trailing'")
 
 

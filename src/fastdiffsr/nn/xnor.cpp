@@ -59,7 +59,7 @@ std::vector<torch::Tensor> pack_activations(const torch::Tensor& x_in, int64_t p
 
 }  // namespace
 
-// x [B, C, H, W] in {-1, 0, 1}; weights int64 [k*k, words, O8] (see pack_weights in Python);
+// x [B, C, H, W] in {-1, 0, 1}; weights int64 [slots, words, O8] (see pack_weights in Python);
 // alpha [O] float -> [B, H, W, O] float ('same' zero padding, odd k).
 torch::Tensor xnor_conv2d(const torch::Tensor& x, const torch::Tensor& weights,
                           const torch::Tensor& alpha, int64_t kernel) {

@@ -193,15 +193,16 @@ class YONOS(Upscaler):
         return run
 
     def tile_graph(self) -> TileGraph:
-        """The sampler at the default sampling steps on ``max_tile`` px LR tiles (128 for the
-        shipped models; the bicubic upsampling inside is fixed to the tile's size) with the
-        tile's latent noise."""
+        """The sampler at the default sampling steps with the tile's latent noise: on LR tiles
+        of any side with the LR-grid encoder; on ``max_tile`` px tiles only with the HR
+        encoder (the bicubic upsampling inside is fixed to the tile's size)."""
         s, f = self.scale, self.cfg.autoencoder.downsample_factor
         if s % f:
             raise NotImplementedError("export needs the image noise on a grid finer than the LR")
+        static = 0 if self.cfg.lr_encoder.kind == "lr_grid" else self.max_tile
         return TileGraph(FixedSteps(self, self.default_sampling_steps),
                          image_noise=(self.cfg.autoencoder.latent_channels, s // f),
-                         static_side=self.max_tile)
+                         static_side=static)
 
 
 def without_unet(model: YONOS) -> YONOS:
