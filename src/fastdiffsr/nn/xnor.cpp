@@ -16,6 +16,7 @@
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -28,28 +29,46 @@
 
 namespace {
 
-// x [B, C, H, W] float -> (signs, masks) int64 [B, H + 2p, W + 2p, words], zero border.
+// The signs (v > 0) and masks (v != 0) of n <= 64 consecutive channel values, as bits 0..n-1.
+inline void pack_word(const float* v, int64_t n, uint64_t& s, uint64_t& m) {
+  uint64_t sw = 0, mw = 0;
+#if FASTDIFFSR_VPOPCNT
+  const __m512 zero = _mm512_setzero_ps();
+  for (int64_t j = 0; j < n; j += 16) {  // 16 channels per compare, straight into mask bits
+    const auto live = static_cast<__mmask16>(n - j >= 16 ? 0xFFFF : (1u << (n - j)) - 1);
+    const __m512 a = _mm512_maskz_loadu_ps(live, v + j);
+    sw |= static_cast<uint64_t>(_mm512_mask_cmp_ps_mask(live, a, zero, _CMP_GT_OQ)) << j;
+    mw |= static_cast<uint64_t>(_mm512_mask_cmp_ps_mask(live, a, zero, _CMP_NEQ_UQ)) << j;
+  }
+#else
+  for (int64_t c = 0; c < n; ++c) {  // branch-free: the signs are unpredictable
+    sw |= static_cast<uint64_t>(v[c] > 0) << c;
+    mw |= static_cast<uint64_t>(v[c] != 0) << c;
+  }
+#endif
+  s = sw;
+  m = mw;
+}
+
+// x [B, C, H, W] float -> (signs, masks) int64 [B, H + 2p, W + 2p, words], zero border. Read
+// channels-last, so that each pixel's channels are contiguous (the kernel's own output is).
 std::vector<torch::Tensor> pack_activations(const torch::Tensor& x_in, int64_t pad) {
-  auto x = x_in.contiguous().to(torch::kFloat);
+  auto x = x_in.to(torch::kFloat).contiguous(at::MemoryFormat::ChannelsLast);
   const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t words = (C + 63) / 64, Hp = H + 2 * pad, Wp = W + 2 * pad;
   auto signs = torch::zeros({B, Hp, Wp, words}, torch::kInt64);
   auto masks = torch::zeros({B, Hp, Wp, words}, torch::kInt64);
-  const float* xp = x.data_ptr<float>();
+  const float* xp = x.data_ptr<float>();  // memory order [B, H, W, C]
   auto* sp = reinterpret_cast<uint64_t*>(signs.data_ptr<int64_t>());
   auto* mp = reinterpret_cast<uint64_t*>(masks.data_ptr<int64_t>());
   at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
       const int64_t b = row / H, y = row % H;
-      for (int64_t c = 0; c < C; ++c) {
-        const float* src = xp + ((b * C + c) * H + y) * W;
-        const uint64_t bit = uint64_t{1} << (c % 64);
-        const int64_t word = c / 64;
-        uint64_t* s_row = sp + ((b * Hp + y + pad) * Wp + pad) * words + word;
-        uint64_t* m_row = mp + ((b * Hp + y + pad) * Wp + pad) * words + word;
-        for (int64_t xx = 0; xx < W; ++xx) {  // branch-free: the signs are unpredictable
-          s_row[xx * words] |= bit & (uint64_t{0} - static_cast<uint64_t>(src[xx] > 0));
-          m_row[xx * words] |= bit & (uint64_t{0} - static_cast<uint64_t>(src[xx] != 0));
+      for (int64_t xx = 0; xx < W; ++xx) {
+        const float* px = xp + (row * W + xx) * C;
+        const int64_t at = ((b * Hp + y + pad) * Wp + xx + pad) * words;
+        for (int64_t k = 0; k < words; ++k) {
+          pack_word(px + 64 * k, std::min<int64_t>(64, C - 64 * k), sp[at + k], mp[at + k]);
         }
       }
     }
