@@ -26,6 +26,7 @@ from fastdiffsr.zoo import (
     model_provenance,
     read_metadata,
     save_model,
+    trained_for,
 )
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "fastdiffsr"
@@ -108,6 +109,9 @@ BICUBIC_SET5 = 28.43
 # the dB over bicubic a shipped model must keep on Set5: its issue's bar (BI-DiffSR's is the
 # paper's own 29.63 dB, +1.2 dB, reached there after 1M GPU iterations)
 MARGIN_OVER_BICUBIC = {"rdsr": 1.0, "yonos": 1.0, "edgesdsr": 1.0, "bidiffsr": 1.2}
+# a model trained for real-world photos is not made for this clean LR: it must still beat
+# bicubic on it (its own bars are on degraded input, benchmarks/degradations.py)
+REAL_WORLD_MARGIN = 0.5
 
 
 @pytest.mark.parametrize("name", [n for n in available_models() if not n.startswith("bicubic")])
@@ -118,7 +122,9 @@ def test_shipped_model_reproduces_its_card_on_set5(bench_root, name):
     result, _ = evaluate_set(model, bench_root, "Set5")
     recorded = model_provenance(name)["scores"]["Set5"]["psnr"]
     assert result.psnr == pytest.approx(recorded, abs=0.01)
-    assert result.psnr > BICUBIC_SET5 + MARGIN_OVER_BICUBIC[model.method]
+    real_world = trained_for(model_provenance(name)["recipe"]).startswith("real-world")
+    margin = REAL_WORLD_MARGIN if real_world else MARGIN_OVER_BICUBIC[model.method]
+    assert result.psnr > BICUBIC_SET5 + margin
 
 
 # ----------------------------------------------------------------------------- broken files
