@@ -10,7 +10,8 @@ the held-out images the MATLAB bicubic downscale).
 writes ``benchmarks/results/degradations.md`` (the tables), ``degradations.png`` (each
 model's PSNR-Y gain over bicubic per input, on B100 and the held-out images) and
 ``degradations.json`` (the scores: a later run with ``--add`` scores only its ``--model``s and
-keeps the other rows; every score is a deterministic function of the model file and the data).
+keeps the other rows, or with no ``--model`` rewrites the tables; every score is a
+deterministic function of the model file and the data).
 """
 
 from __future__ import annotations
@@ -75,13 +76,15 @@ def plot(table: dict[str, dict[str, list[list[float]]]], out: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", action="append", required=True, help="zoo name or file")
+    parser.add_argument("--model", action="append", default=[], help="zoo name or file")
     parser.add_argument("--data", type=Path, default=ROOT / "../shared/data")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/degradations")
     parser.add_argument("--add", action="store_true",
                         help="keep the rows of the existing .json, score only --model")
     args = parser.parse_args()
+    if not (args.model or args.add):
+        parser.error("give --model (or --add alone to rewrite the tables from the .json)")
     torch.set_num_threads(args.threads)
     store = args.out.with_suffix(".json")
     table = json.loads(store.read_text()) if args.add else {}
