@@ -247,10 +247,16 @@ def trained_for(recipe: dict[str, Any]) -> str:
     (``TrainConfig.degradation``; recipes from before it: bicubic); no recipe: interpolation."""
     if not recipe:
         return "any (interpolation)"
+    real = real_degradations(recipe)
+    return f"real-world photos ({', '.join(real)})" if real else "clean bicubic-downscaled LR"
+
+
+def real_degradations(recipe: dict[str, Any]) -> list[str]:
+    """The real-world degradations (not the clean bicubic downscale) the recipe's stages made
+    their LR by, sorted."""
     made = {stage.get("degradation", "bicubic") for stage in recipe.values()
             if isinstance(stage, dict) and "iterations" in stage}
-    real = sorted(made - {"bicubic"})
-    return f"real-world photos ({', '.join(real)})" if real else "clean bicubic-downscaled LR"
+    return sorted(made - {"bicubic"})
 
 
 def available_models() -> list[str]:
