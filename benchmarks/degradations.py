@@ -48,10 +48,26 @@ def held_out_root(data: Path, holdout: int, into: Path) -> Path:
     return into
 
 
-def scores(model: Upscaler, degradation: str, roots: dict[str, Path]) -> list[list[float]]:
+def degraded_roots(roots: dict[str, Path], degradation: str, into: Path) -> dict[str, Path]:
+    """Each set laid out again with its LR made once by ``degradation`` (``evaluate_set``
+    writes them, as ``fastdiffsr eval --write-lr`` does), so every model reads the same files
+    instead of degrading every HR image again."""
+    if degradation == "clean":
+        return roots
+    bicubic, out = load_model("bicubic-x4"), {}
+    for s in SETS:
+        evaluate_set(bicubic, roots[s], s, degradation=degradation, lr_out=into / "lr")
+        folder = into / degradation / s
+        folder.mkdir(parents=True)
+        (folder / "HR").symlink_to(roots[s] / s / "HR")
+        (folder / "LRx4").symlink_to(into / "lr" / s / f"LRx4-{degradation}")
+        out[s] = into / degradation
+    return out
+
+
+def scores(model: Upscaler, roots: dict[str, Path]) -> list[list[float]]:
     """[PSNR, SSIM] per set of ``SETS``."""
-    results = [evaluate_set(model, roots[s], s, degradation=None if degradation == "clean"
-                            else degradation)[0] for s in SETS]
+    results = [evaluate_set(model, roots[s], s)[0] for s in SETS]
     return [[r.psnr, r.ssim] for r in results]
 
 
@@ -92,10 +108,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         held = held_out_root(args.data / "train", TrainConfig.holdout, Path(tmp))
         roots = {**{s: args.data / "bench" for s in SETS[:3]}, "held-out": held}
+        inputs = {d: degraded_roots(roots, d, Path(tmp)) for d in INPUTS} if models else {}
         for name in models:
             model, table[name] = load_model(name), {}
             for degradation in INPUTS:
-                table[name][degradation] = scores(model, degradation, roots)
+                table[name][degradation] = scores(model, inputs[degradation])
                 print(name, degradation, [f"{p:.2f}" for p, _ in table[name][degradation]],
                       flush=True)
             store.write_text(json.dumps(table, indent=1))
