@@ -313,17 +313,15 @@ def _with(rdsr_file: Path, tmp_path: Path, name: str, config: dict | None = None
 ])
 def test_hostile_configs_are_refused_before_anything_is_allocated(rdsr_file, tmp_path, name,
                                                                   config, message):
-    """Within a second and without growing the process: the config's ranges, then the
-    parameter count and shapes a meta-device build gives, checked against the file's header."""
+    """Without growing the process: the config's ranges, then the parameter count and shapes a
+    meta-device build gives, checked against the file's header. (No wall-clock bound: a timed
+    assertion failed CI on a slower machine, where the 3.5e9-parameter meta build took 1.5 s.)"""
     import resource
-    import time
 
     path = _with(rdsr_file, tmp_path, name, config=config)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    start = time.perf_counter()
     with pytest.raises(ModelFileError, match=message):
         load_model(path)
-    assert time.perf_counter() - start < 1.0
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200 * 1024  # KiB
 
 
