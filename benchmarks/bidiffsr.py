@@ -8,8 +8,9 @@ float32; model file sizes (packed bits vs float32 weights, binarised layers and 
 latency of one UNet evaluation at 64x64 through each path of the binary layers: the simulated
 float conv on +-1 values, the torch XNOR + popcount reference (int64 bit ops), the compiled
 kernel (``nn/xnor.cpp``), and the full-precision twin (same shapes, float activations and
-weights). Per layer: every distinct binary conv of a config at the input it sees in that UNet
-evaluation, timed alone through the same paths and as the twin's float conv.
+weights). Per layer: every distinct binary conv of a config at the input (shape and memory
+layout) it sees in that UNet evaluation, timed alone through the same paths and as the twin's
+float conv.
 
     .venv/bin/python benchmarks/bidiffsr.py --threads 2 \
         --model runs/bidiffsr-x4/bidiffsr-x4.safetensors --sets Set5 --sampling-steps 50,20,10
@@ -67,12 +68,15 @@ PATHS = ("float", "torch", "kernel")  # the simulated float conv, the torch refe
 
 
 def layer_rows(name: str, packed: BIDiffSR, side: int, repeats: int) -> list[str]:
-    """Each distinct binary conv (its input shape in one UNet evaluation at side^2) timed through
-    every path and as a float conv of the same shape (the twin's)."""
+    """Each distinct binary conv (its input shape and memory layout in one UNet evaluation at
+    side^2) timed through every path and as a float conv of the same shape (the twin's), on an
+    input of that shape and layout."""
     shapes: dict[tuple, PackedBinaryConv2d] = {}
 
     def record(m: PackedBinaryConv2d, inp: tuple, out: torch.Tensor) -> None:
-        shapes.setdefault((*inp[0].shape[1:], m.c_out, m.kernel), m)
+        x = inp[0]
+        nhwc = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+        shapes.setdefault((*x.shape[1:], m.c_out, m.kernel, nhwc), m)
 
     hooks = [m.register_forward_hook(record)
              for m in packed.modules() if isinstance(m, PackedBinaryConv2d)]
@@ -82,8 +86,10 @@ def layer_rows(name: str, packed: BIDiffSR, side: int, repeats: int) -> list[str
     for h in hooks:
         h.remove()
     rows = []
-    for (c, h, w, o, k), layer in sorted(shapes.items()):
-        signs, real = torch.randint(-1, 2, (1, c, h, w)).float(), torch.randn(1, c, h, w)
+    for (c, h, w, o, k, nhwc), layer in sorted(shapes.items()):
+        layout = torch.channels_last if nhwc else torch.contiguous_format
+        signs = torch.randint(-1, 2, (1, c, h, w)).float().contiguous(memory_format=layout)
+        real = torch.randn(1, c, h, w).contiguous(memory_format=layout)
         twin = nn.Conv2d(c, o, k, padding=k // 2, bias=False)
         ms = []
         for path in PATHS:
@@ -91,8 +97,8 @@ def layer_rows(name: str, packed: BIDiffSR, side: int, repeats: int) -> list[str
             ms.append(1e3 * median_seconds(lambda f=layer, a=signs: f(a), repeats))
         layer.path = "auto"
         ms.append(1e3 * median_seconds(lambda f=twin, a=real: f(a), repeats))
-        rows.append(f"| {name} | {c} -> {o}, {k}x{k} at {h}x{w} | "
-                    + " | ".join(f"{v:.2f}" for v in ms)
+        rows.append(f"| {name} | {c} -> {o}, {k}x{k} at {h}x{w} | {'NHWC' if nhwc else 'NCHW'} | "
+                    + " | ".join(f"{v:.3f}" for v in ms)
                     + f" | {ms[0] / ms[2]:.1f}x | {ms[3] / ms[2]:.1f}x |")
     return rows
 
@@ -145,7 +151,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--side", type=int, default=64, help="UNet input side for latency")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="UNet evaluations timed")
+    parser.add_argument("--layer-repeats", type=int, default=51, help="calls timed per layer")
     parser.add_argument("--model", help="a trained BI-DiffSR file for the quality table")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "bench")
     parser.add_argument("--sets", default="Set5")
@@ -163,8 +170,8 @@ def main() -> None:
               *(f"UNet ms, {p} ({args.side}^2)" for p in ("simulated", "torch bitwise",
                                                           "kernel", "FP twin"))]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    layers = ["| config | binary conv | simulated ms | torch bitwise ms | kernel ms | FP twin ms "
-              "| kernel vs simulated | kernel vs twin |", "|" + " --- |" * 8]
+    layers = ["| config | binary conv | input layout | simulated ms | torch bitwise ms | kernel ms "
+              "| FP twin ms | kernel vs simulated | kernel vs twin |", "|" + " --- |" * 9]
     with tempfile.TemporaryDirectory() as tmp:
         for name in ("paper", "x4"):
             _, _, recipe = load_recipe(ROOT / "configs" / "bidiffsr" / f"{name}.toml")
@@ -172,9 +179,10 @@ def main() -> None:
             model = BIDiffSR(recipe.model).eval()
             cells, packed = row(name, model, Path(tmp), args.side, args.repeats)
             lines.append("| " + " | ".join(cells) + " |")
-            layers += layer_rows(name, packed, args.side, args.repeats)
+            layers += layer_rows(name, packed, args.side, args.layer_repeats)
     parts += ["## Cost; OPs are multiply-adds at 256x256", "\n".join(lines),
-              f"## Binary layers alone ({args.threads} threads, median of {args.repeats})",
+              f"## Binary layers alone ({args.threads} threads, median of {args.layer_repeats} "
+              "calls; each input in the memory layout the UNet gives it)",
               "\n".join(layers)]
     text = "\n\n".join(parts) + "\n"
     args.out.parent.mkdir(parents=True, exist_ok=True)

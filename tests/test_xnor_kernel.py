@@ -65,6 +65,24 @@ def test_any_layer_shape_equals_the_float_simulation_exactly(c_in, c_out, kernel
 
 
 @needs_kernel
+def test_the_portable_build_equals_the_float_simulation_exactly() -> None:
+    """The same source without -march=native: the __builtin_popcountll loop, not AVX-512."""
+    module = xnor_kernel.build("fastdiffsr_xnor_portable", ["-O2", "-fopenmp"])
+    assert not module.vector_popcount()
+    gen = torch.Generator().manual_seed(5)
+    for c_in, c_out, kernel in [(5, 8, 3), (32, 12, 3), (100, 24, 3), (64, 8, 1)]:
+        layer = bn.PackedBinaryConv2d(c_in, c_out, kernel)
+        layer.bits.copy_(torch.randint(0, 256, layer.bits.shape, generator=gen,
+                                       dtype=torch.uint8))
+        layer.scale.copy_(torch.rand(c_out, generator=gen) + 0.5)
+        x = torch.randint(-1, 2, (2, c_in, 6, 9), generator=gen).float()
+        layer.path = "float"
+        packed = xnor_kernel.pack_weights(layer.bits, c_in, kernel)
+        out = module.xnor_conv2d(x, packed, layer.scale, kernel).permute(0, 3, 1, 2)
+        assert torch.equal(out, layer(x)), (c_in, c_out, kernel)
+
+
+@needs_kernel
 @pytest.mark.parametrize("name", [pytest.param(
     "bidiffsr-x4", marks=pytest.mark.skipif("bidiffsr-x4" not in available_models(),
                                             reason="not shipped"))])

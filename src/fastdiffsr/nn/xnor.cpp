@@ -4,14 +4,17 @@
 // 64-bit words along the channels: s (a > 0) and m (a != 0). Weights sign(W) are packed the
 // same way, w (W >= 0), laid out [slots][words][outputs rounded up to 8] so that 8 output
 // channels sit side by side. A slot is one tap (kernel position) when C > 32; with C <= 32
-// channels, 64 / C taps share a slot's word (tap j of the slot at bits j C ..), so no half-empty
-// words are counted. Per output pixel and output channel, exactly in integers:
+// channels, up to 64 / C horizontally adjacent taps of a kernel row share a slot's word (tap
+// (ky, g r + j) at bits j C ..), read from a copy of the packed activations holding r
+// side-by-side pixels per word: up to 64 / C taps per popcount, and no word assembled per
+// output pixel. Per output pixel and output channel, exactly in integers:
 //   dot(a, sign W) = sum over slots and words of popcount(m) - 2 popcount((s ^ w) & m)
 // and the result is dot * alpha[o], as the float simulation computes it.
 //
 // With AVX-512 VPOPCNTDQ (compiled with -march=native on such a CPU) one instruction counts
-// the bits of 8 output channels x 64 input channels; elsewhere a portable loop over
-// __builtin_popcountll runs. Rows of the output run in parallel on torch's intra-op threads.
+// the bits of 8 output channels x 64 input channels, and 4 output pixels share each weight
+// load; elsewhere a portable loop over __builtin_popcountll runs. Rows of the output run in
+// parallel on torch's intra-op threads (compiled with -fopenmp, as torch's own kernels).
 
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
@@ -20,7 +23,8 @@
 #include <cstdint>
 #include <vector>
 
-#if defined(__AVX512F__) && defined(__AVX512VPOPCNTDQ__)
+#if defined(__AVX512F__) && defined(__AVX512VPOPCNTDQ__) && defined(__AVX512DQ__) && \
+    defined(__AVX512VL__)
 #include <immintrin.h>
 #define FASTDIFFSR_VPOPCNT 1
 #else
@@ -78,85 +82,132 @@ std::vector<torch::Tensor> pack_activations(const torch::Tensor& x_in, int64_t p
 
 }  // namespace
 
+// x's packed words with r side-by-side pixels per word (C <= 32, r <= 64 / C): word (b, y, x)
+// holds pixel x + j at bits j C .. j C + C - 1 for j < r. Built once per layer, so the
+// convolution reads every slot's word straight from memory.
+torch::Tensor group_pixels(const torch::Tensor& single, int64_t r, int64_t C) {
+  const int64_t B = single.size(0), Hp = single.size(1), Wp = single.size(2);
+  auto grouped = torch::zeros({B, Hp, Wp, 1}, torch::kInt64);
+  const auto* src = reinterpret_cast<const uint64_t*>(single.data_ptr<int64_t>());
+  auto* dst = reinterpret_cast<uint64_t*>(grouped.data_ptr<int64_t>());
+  at::parallel_for(0, B * Hp, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      for (int64_t xx = 0; xx + r <= Wp; ++xx) {
+        uint64_t word = 0;
+        for (int64_t j = 0; j < r; ++j) word |= src[row * Wp + xx + j] << (j * C);
+        dst[row * Wp + xx] = word;
+      }
+    }
+  });
+  return grouped;
+}
+
+// One layer's operands. Slot pair i (a slot of taps, one 64-channel word of it) reads the signs
+// s_at[i][at] and masks m_at[i][at] for the output pixel whose window starts at word index at.
+struct Layer {
+  std::vector<const uint64_t*> s_at, m_at;  // [n]
+  const uint64_t* wp;  // weights [n, O8]
+  const float* alpha;  // [O8], zero past O
+  int64_t words, O, O8;
+};
+
+// P consecutive output pixels of a row (they share each weight load, and their sums are
+// independent chains): dst[q O + o] = alpha[o] * dot(a, sign W), exactly in integers as
+//   dot = sum over pairs of popcount(m) - 2 popcount((s ^ w) & m).
+template <int P>
+inline void pixels(const Layer& L, int64_t at, float* dst) {
+  const auto n = static_cast<int64_t>(L.s_at.size());
+  int64_t ones[P];  // sum of popcount(m): the same for every output channel
+  for (int q = 0; q < P; ++q) {
+    ones[q] = 0;
+    for (int64_t i = 0; i < n; ++i) ones[q] += __builtin_popcountll(L.m_at[i][at + q * L.words]);
+  }
+  for (int64_t o = 0; o < L.O8; o += 8) {  // 8 outputs per vector
+#if FASTDIFFSR_VPOPCNT
+    __m512i d[P];  // sum of popcount((s ^ w) & m), 8 outputs per pixel
+    for (int q = 0; q < P; ++q) d[q] = _mm512_setzero_si512();
+    for (int64_t i = 0; i < n; ++i) {
+      const __m512i w = _mm512_loadu_si512(L.wp + i * L.O8 + o);
+      const uint64_t* s = L.s_at[i] + at;
+      const uint64_t* m = L.m_at[i] + at;
+      for (int q = 0; q < P; ++q) {  // 0x28 = (A ^ B) & C in ternary-logic truth-table form
+        const __m512i x = _mm512_ternarylogic_epi64(
+            _mm512_set1_epi64(static_cast<int64_t>(s[q * L.words])), w,
+            _mm512_set1_epi64(static_cast<int64_t>(m[q * L.words])), 0x28);
+        d[q] = _mm512_add_epi64(d[q], _mm512_popcnt_epi64(x));
+      }
+    }
+    const __m256 a = _mm256_loadu_ps(L.alpha + o);
+    for (int q = 0; q < P; ++q) {
+      const __m512i dot = _mm512_sub_epi64(_mm512_set1_epi64(ones[q]), _mm512_slli_epi64(d[q], 1));
+      const __m256 y = _mm256_mul_ps(_mm512_cvtepi64_ps(dot), a);
+      if (L.O - o >= 8) {
+        _mm256_storeu_ps(dst + q * L.O + o, y);  // a masked store is slow on some CPUs (Zen 4)
+      } else {
+        _mm256_mask_storeu_ps(dst + q * L.O + o, static_cast<__mmask8>((1u << (L.O - o)) - 1), y);
+      }
+    }
+#else
+    for (int q = 0; q < P; ++q) {
+      for (int64_t j = o; j < std::min(o + 8, L.O); ++j) {
+        int64_t d = 0;
+        for (int64_t i = 0; i < n; ++i) {
+          const int64_t k = at + q * L.words;
+          d += __builtin_popcountll((L.s_at[i][k] ^ L.wp[i * L.O8 + j]) & L.m_at[i][k]);
+        }
+        dst[q * L.O + j] = static_cast<float>(ones[q] - 2 * d) * L.alpha[j];
+      }
+    }
+#endif
+  }
+}
+
 // x [B, C, H, W] in {-1, 0, 1}; weights int64 [slots, words, O8] (see pack_weights in Python);
 // alpha [O] float -> [B, H, W, O] float ('same' zero padding, odd k).
 torch::Tensor xnor_conv2d(const torch::Tensor& x, const torch::Tensor& weights,
                           const torch::Tensor& alpha, int64_t kernel) {
   TORCH_CHECK(x.dim() == 4 && kernel % 2 == 1, "x must be [B, C, H, W], kernel odd");
   const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), pad = kernel / 2;
-  const int64_t taps = kernel * kernel, words = weights.size(1), O8 = weights.size(2);
-  const int64_t O = alpha.size(0);
+  const int64_t words = weights.size(1), O8 = weights.size(2), O = alpha.size(0);
   const int64_t per_slot = C <= 32 ? 64 / C : 1;  // taps per slot (xnor_kernel.taps_per_slot)
-  const int64_t slots = (taps + per_slot - 1) / per_slot;
-  TORCH_CHECK(weights.size(0) == slots && words == (C + 63) / 64 && O8 % 8 == 0 && O <= O8,
-              "weights do not match x and kernel");
+  const int64_t groups = (kernel + per_slot - 1) / per_slot;  // slots per kernel row
+  TORCH_CHECK(weights.size(0) == kernel * groups && words == (C + 63) / 64 && O8 % 8 == 0 &&
+              O <= O8, "weights do not match x and kernel");
   auto packed = pack_activations(x, pad);
-  const auto* sp = reinterpret_cast<const uint64_t*>(packed[0].data_ptr<int64_t>());
-  const auto* mp = reinterpret_cast<const uint64_t*>(packed[1].data_ptr<int64_t>());
+  const int64_t Hp = H + 2 * pad, Wp = W + 2 * pad;
+  std::vector<torch::Tensor> by_r(2 * (per_slot + 1));  // signs and masks, r pixels per word
+  by_r[2] = packed[0];
+  by_r[3] = packed[1];
   auto wc = weights.contiguous();
-  const auto* wp = reinterpret_cast<const uint64_t*>(wc.data_ptr<int64_t>());
-  auto alpha_f = alpha.contiguous().to(torch::kFloat);
-  const float* ap = alpha_f.data_ptr<float>();
+  auto alpha8 = torch::zeros({O8}, torch::kFloat);
+  alpha8.narrow(0, 0, O).copy_(alpha);
+  Layer L{{}, {}, reinterpret_cast<const uint64_t*>(wc.data_ptr<int64_t>()),
+          alpha8.data_ptr<float>(), words, O, O8};
+  for (int64_t ky = 0; ky < kernel; ++ky) {
+    for (int64_t g = 0; g < groups; ++g) {  // slot (ky, g): taps (ky, g per_slot + j), j < r
+      const int64_t r = std::min(per_slot, kernel - g * per_slot);
+      if (!by_r[2 * r].defined()) {
+        by_r[2 * r] = group_pixels(packed[0], r, C);
+        by_r[2 * r + 1] = group_pixels(packed[1], r, C);
+      }
+      for (int64_t k = 0; k < words; ++k) {
+        const int64_t offset = (ky * Wp + g * per_slot) * words + k;
+        L.s_at.push_back(reinterpret_cast<const uint64_t*>(by_r[2 * r].data_ptr<int64_t>()) + offset);
+        L.m_at.push_back(reinterpret_cast<const uint64_t*>(by_r[2 * r + 1].data_ptr<int64_t>()) +
+                         offset);
+      }
+    }
+  }
   auto out = torch::empty({B, H, W, O}, torch::kFloat);
   float* op = out.data_ptr<float>();
-  const int64_t Hp = H + 2 * pad, Wp = W + 2 * pad;
-  const int64_t n = slots * words;  // (slot, word) pairs per output pixel
+  constexpr int P = 4;
   at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
-    std::vector<uint64_t> s(n), m(n);
-    std::vector<int64_t> live(n);  // live: the pairs with any non-zero activation
-    std::vector<int64_t> acc(O8);
-#if FASTDIFFSR_VPOPCNT
-    std::vector<__m512i> s8(n), m8(n);  // s and m broadcast to 8 lanes, once per pixel
-#endif
     for (int64_t row = begin; row < end; ++row) {
-      const int64_t b = row / H, y = row % H;
-      for (int64_t xx = 0; xx < W; ++xx) {
-        int64_t count = 0, ones = 0;  // gather this pixel's words once, for every output
-        for (int64_t slot = 0; slot < slots; ++slot) {
-          for (int64_t k = 0; k < words; ++k) {
-            uint64_t sk = 0, mk = 0;
-            for (int64_t j = 0; j < per_slot && slot * per_slot + j < taps; ++j) {
-              const int64_t tap = slot * per_slot + j, ky = tap / kernel, kx = tap % kernel;
-              const int64_t at = ((b * Hp + y + ky) * Wp + xx + kx) * words + k;
-              sk |= sp[at] << (j * C);  // per_slot > 1 only with one word of C <= 32 bits
-              mk |= mp[at] << (j * C);
-            }
-            if (mk == 0) continue;  // padding or all-zero activations: no contribution
-            s[count] = sk;
-            m[count] = mk;
-            ones += __builtin_popcountll(mk);  // sum of popcount(m): the same for every o
-            live[count++] = slot * words + k;
-          }
-        }
-#if FASTDIFFSR_VPOPCNT
-        for (int64_t i = 0; i < count; ++i) {
-          s8[i] = _mm512_set1_epi64(static_cast<int64_t>(s[i]));
-          m8[i] = _mm512_set1_epi64(static_cast<int64_t>(m[i]));
-        }
-#endif
-        for (int64_t o = 0; o < O8; o += 8) {  // 8 outputs at once, the sum in a register
-#if FASTDIFFSR_VPOPCNT
-          __m512i d = _mm512_setzero_si512();  // sum of popcount((s ^ w) & m)
-          for (int64_t i = 0; i < count; ++i) {
-            const __m512i w = _mm512_loadu_si512(wp + live[i] * O8 + o);
-            d = _mm512_add_epi64(d, _mm512_popcnt_epi64(
-                _mm512_and_si512(_mm512_xor_si512(s8[i], w), m8[i])));
-          }
-          _mm512_storeu_si512(acc.data() + o, _mm512_sub_epi64(_mm512_set1_epi64(ones),
-                                                                _mm512_slli_epi64(d, 1)));
-#else
-          for (int64_t j = o; j < o + 8; ++j) {
-            int64_t d = 0;
-            for (int64_t i = 0; i < count; ++i) {
-              d += __builtin_popcountll((s[i] ^ wp[live[i] * O8 + j]) & m[i]);
-            }
-            acc[j] = ones - 2 * d;
-          }
-#endif
-        }
-        float* dst = op + ((b * H + y) * W + xx) * O;
-        for (int64_t o = 0; o < O; ++o) dst[o] = static_cast<float>(acc[o]) * ap[o];
-      }
+      const int64_t b = row / H, y = row % H, at = (b * Hp + y) * Wp * words;
+      float* dst = op + row * W * O;
+      int64_t xx = 0;
+      for (; xx + P <= W; xx += P) pixels<P>(L, at + xx * words, dst + xx * O);
+      for (; xx < W; ++xx) pixels<1>(L, at + xx * words, dst + xx * O);
     }
   });
   return out;

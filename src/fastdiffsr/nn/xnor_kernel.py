@@ -8,8 +8,11 @@ warning and the binary layers run their float simulation, which gives the same n
 Layouts: ``pack_weights`` turns a ``PackedBinaryConv2d``'s ``bits`` [O, ceil(C k k / 8)]
 (numpy.packbits order over (c, ky, kx)) into int64 [slots, ceil(C / 64), O rounded up to 8]:
 per slot, 64 input channels per word (bit c % 64 of word c // 64), output channels side by
-side. A slot is one tap (ky, kx) when C > 32; with C <= 32 channels, ``taps_per_slot`` = 64 // C
-taps share one word (tap j of a slot at bits j C + c), so narrow layers count no empty bits.
+side. A slot is one tap (ky, kx) when C > 32; with C <= 32 channels, up to ``taps_per_slot``
+= 64 // C adjacent taps of one kernel row share a word: slot (ky, g) holds taps (ky, g r + j)
+at bits j C + c (r = taps_per_slot; the row's last slot may hold fewer, its empty bits masked),
+so a narrow layer counts up to r taps per popcount and the kernel reads each slot's
+activations as one word.
 """
 
 from __future__ import annotations
@@ -27,14 +30,19 @@ _SOURCE = Path(__file__).with_name("xnor.cpp")
 _state: dict[str, ModuleType | None] = {}
 
 
+def build(name: str, cflags: list[str]) -> ModuleType:
+    """Compile ``xnor.cpp`` as module ``name`` (torch caches it on disk by name and source).
+    ``-fopenmp`` lets its ``at::parallel_for`` use torch's threads (without it: one thread)."""
+    from torch.utils.cpp_extension import load
+
+    return load(name=name, sources=[str(_SOURCE)], extra_cflags=cflags, verbose=False)
+
+
 def kernel() -> ModuleType | None:
     """The compiled module (built once per process, cached on disk by torch), or None."""
     if "module" not in _state:
         try:
-            from torch.utils.cpp_extension import load
-
-            _state["module"] = load(name="fastdiffsr_xnor", sources=[str(_SOURCE)],
-                                    extra_cflags=["-O3", "-march=native"], verbose=False)
+            _state["module"] = build("fastdiffsr_xnor", ["-O3", "-march=native", "-fopenmp"])
         except Exception as e:  # no compiler, no ninja, a compile error: the float path runs
             first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             warnings.warn(f"fastdiffsr: the XNOR kernel could not be built ({first_line}); "
@@ -45,22 +53,23 @@ def kernel() -> ModuleType | None:
 
 
 def taps_per_slot(c_in: int) -> int:
-    """How many taps share a 64-bit word: 64 // C for C <= 32, else 1 (``xnor.cpp`` agrees)."""
+    """How many taps of a kernel row share a 64-bit word: 64 // C for C <= 32, else 1
+    (``xnor.cpp`` agrees)."""
     return 64 // c_in if c_in <= 32 else 1
 
 
 def pack_weights(bits: Tensor, c_in: int, kernel_size: int) -> Tensor:
     """``bits`` [O, ceil(C k k / 8)] uint8 -> int64 [slots, ceil(C / 64), O8] (see above)."""
-    c_out, taps, per_slot = bits.shape[0], kernel_size * kernel_size, taps_per_slot(c_in)
-    words, o8, slots = -(-c_in // 64), -(-c_out // 8) * 8, -(-taps // per_slot)
-    signs = unpack_bits(bits, c_in * taps).view(c_out, c_in, taps)  # bool, W >= 0
-    signs = torch.nn.functional.pad(signs.permute(2, 1, 0), (0, o8 - c_out))  # [taps, C, O8]
-    if per_slot > 1:  # [slots, per_slot * C bits, O8]: tap j of a slot at bits j C + c
-        signs = torch.nn.functional.pad(signs, (0, 0, 0, 0, 0, slots * per_slot - taps))
-        signs = signs.reshape(slots, per_slot * c_in, o8)
+    c_out, k, per_slot = bits.shape[0], kernel_size, taps_per_slot(c_in)
+    words, o8, groups = -(-c_in // 64), -(-c_out // 8) * 8, -(-k // per_slot)
+    signs = unpack_bits(bits, c_in * k * k).view(c_out, c_in, k, k)  # bool, W >= 0
+    signs = torch.nn.functional.pad(signs.permute(2, 3, 1, 0), (0, o8 - c_out))  # [ky, kx, C, O8]
+    # slot (ky, g) holds taps (ky, g per_slot + j) at bits j C + c; kx past k: zero bits
+    signs = torch.nn.functional.pad(signs, (0, 0, 0, 0, 0, groups * per_slot - k))
+    signs = signs.reshape(k * groups, per_slot * c_in, o8)
     signs = torch.nn.functional.pad(signs, (0, 0, 0, words * 64 - signs.shape[1]))
     shifts = torch.arange(64, dtype=torch.int64, device=bits.device).view(1, 1, 64, 1)
-    per_bit = signs.reshape(slots, words, 64, o8).to(torch.int64) << shifts
+    per_bit = signs.reshape(k * groups, words, 64, o8).to(torch.int64) << shifts
     return per_bit.sum(2)  # bits are disjoint: the sum is the OR (bit 63 wraps to the sign)
 
 
