@@ -52,7 +52,8 @@ def test_every_binary_layer_equals_the_float_simulation_exactly(config: str) -> 
                                                        (64, 8, 1), (100, 24, 3)])
 def test_any_layer_shape_equals_the_float_simulation_exactly(c_in, c_out, kernel) -> None:
     """Random sign bits and scales: several taps per word (C <= 32, a last slot part empty),
-    one tap per word, several words with a partial last one, outputs not a multiple of 8."""
+    one tap per word, several words with a partial last one, outputs not a multiple of 8;
+    planar and channels-last inputs."""
     gen = torch.Generator().manual_seed(c_in * 100 + kernel)
     layer = bn.PackedBinaryConv2d(c_in, c_out, kernel)
     layer.bits.copy_(torch.randint(0, 256, layer.bits.shape, generator=gen, dtype=torch.uint8))
@@ -61,7 +62,8 @@ def test_any_layer_shape_equals_the_float_simulation_exactly(c_in, c_out, kernel
     layer.path = "float"
     expected = layer(x)
     layer.path = "kernel"
-    assert torch.equal(layer(x), expected)
+    assert torch.equal(layer(x), expected)  # planar input, read a channel row at a time
+    assert torch.equal(layer(x.contiguous(memory_format=torch.channels_last)), expected)
 
 
 @needs_kernel
@@ -78,8 +80,10 @@ def test_the_portable_build_equals_the_float_simulation_exactly() -> None:
         x = torch.randint(-1, 2, (2, c_in, 6, 9), generator=gen).float()
         layer.path = "float"
         packed = xnor_kernel.pack_weights(layer.bits, c_in, kernel)
-        out = module.xnor_conv2d(x, packed, layer.scale, kernel).permute(0, 3, 1, 2)
-        assert torch.equal(out, layer(x)), (c_in, c_out, kernel)
+        for memory_format in (torch.contiguous_format, torch.channels_last):
+            out = module.xnor_conv2d(x.contiguous(memory_format=memory_format), packed,
+                                     layer.scale, kernel)
+            assert torch.equal(out.permute(0, 3, 1, 2), layer(x)), (c_in, c_out, kernel)
 
 
 @needs_kernel

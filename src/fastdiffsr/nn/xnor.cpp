@@ -54,25 +54,71 @@ inline void pack_word(const float* v, int64_t n, uint64_t& s, uint64_t& m) {
   m = mw;
 }
 
-// x [B, C, H, W] float -> (signs, masks) int64 [B, H + 2p, W + 2p, words], zero border. Read
-// channels-last, so that each pixel's channels are contiguous (the kernel's own output is).
+// One row of a planar (NCHW) x: v = x[b, 0, y, 0], channel planes `plane` floats apart ->
+// s, m [words][W] (zeroed by the caller), bit c % 64 of word c / 64 of each pixel. A channel at a
+// time along the contiguous row, so no channels-last copy of x is made.
+inline void pack_row_planar(const float* v, int64_t plane, int64_t C, int64_t W, uint64_t* s,
+                            uint64_t* m) {
+  for (int64_t c = 0; c < C; ++c) {
+    const float* row = v + c * plane;
+    uint64_t* sk = s + (c / 64) * W;
+    uint64_t* mk = m + (c / 64) * W;
+    const int64_t bit = c % 64;
+    int64_t xx = 0;
+#if FASTDIFFSR_VPOPCNT
+    const __m256 zero = _mm256_setzero_ps();
+    const __m512i one = _mm512_set1_epi64(static_cast<int64_t>(uint64_t{1} << bit));
+    for (; xx + 8 <= W; xx += 8) {  // 8 pixels: compare into a mask, OR the bit where it is set
+      const __m256 a = _mm256_loadu_ps(row + xx);
+      const __m512i sv = _mm512_loadu_si512(sk + xx), mv = _mm512_loadu_si512(mk + xx);
+      _mm512_storeu_si512(sk + xx, _mm512_mask_or_epi64(
+          sv, _mm256_cmp_ps_mask(a, zero, _CMP_GT_OQ), sv, one));
+      _mm512_storeu_si512(mk + xx, _mm512_mask_or_epi64(
+          mv, _mm256_cmp_ps_mask(a, zero, _CMP_NEQ_UQ), mv, one));
+    }
+#endif
+    for (; xx < W; ++xx) {  // branch-free: the signs are unpredictable
+      sk[xx] |= static_cast<uint64_t>(row[xx] > 0) << bit;
+      mk[xx] |= static_cast<uint64_t>(row[xx] != 0) << bit;
+    }
+  }
+}
+
+// x [B, C, H, W] float -> (signs, masks) int64 [B, H + 2p, W + 2p, words], zero border. A
+// channels-last x (the kernel's own output is) is read a pixel at a time, any other a channel
+// plane row at a time.
 std::vector<torch::Tensor> pack_activations(const torch::Tensor& x_in, int64_t pad) {
-  auto x = x_in.to(torch::kFloat).contiguous(at::MemoryFormat::ChannelsLast);
+  const bool nhwc = x_in.is_contiguous(at::MemoryFormat::ChannelsLast);
+  auto x = x_in.to(torch::kFloat).contiguous(nhwc ? at::MemoryFormat::ChannelsLast
+                                                  : at::MemoryFormat::Contiguous);
   const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t words = (C + 63) / 64, Hp = H + 2 * pad, Wp = W + 2 * pad;
   auto signs = torch::zeros({B, Hp, Wp, words}, torch::kInt64);
   auto masks = torch::zeros({B, Hp, Wp, words}, torch::kInt64);
-  const float* xp = x.data_ptr<float>();  // memory order [B, H, W, C]
+  const float* xp = x.data_ptr<float>();
   auto* sp = reinterpret_cast<uint64_t*>(signs.data_ptr<int64_t>());
   auto* mp = reinterpret_cast<uint64_t*>(masks.data_ptr<int64_t>());
   at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
+    std::vector<uint64_t> s_row(nhwc ? 0 : words * W), m_row(nhwc ? 0 : words * W);
     for (int64_t row = begin; row < end; ++row) {
       const int64_t b = row / H, y = row % H;
+      const int64_t at = ((b * Hp + y + pad) * Wp + pad) * words;  // pixel (y, 0), padded
+      if (nhwc) {  // memory order [B, H, W, C]
+        for (int64_t xx = 0; xx < W; ++xx) {
+          for (int64_t k = 0; k < words; ++k) {
+            pack_word(xp + (row * W + xx) * C + 64 * k, std::min<int64_t>(64, C - 64 * k),
+                      sp[at + xx * words + k], mp[at + xx * words + k]);
+          }
+        }
+        continue;
+      }
+      std::fill(s_row.begin(), s_row.end(), 0);
+      std::fill(m_row.begin(), m_row.end(), 0);
+      pack_row_planar(xp + (b * C * H + y) * W, H * W, C, W, s_row.data(), m_row.data());
       for (int64_t xx = 0; xx < W; ++xx) {
-        const float* px = xp + (row * W + xx) * C;
-        const int64_t at = ((b * Hp + y + pad) * Wp + xx + pad) * words;
         for (int64_t k = 0; k < words; ++k) {
-          pack_word(px + 64 * k, std::min<int64_t>(64, C - 64 * k), sp[at + k], mp[at + k]);
+          sp[at + xx * words + k] = s_row[k * W + xx];
+          mp[at + xx * words + k] = m_row[k * W + xx];
         }
       }
     }
