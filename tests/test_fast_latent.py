@@ -240,3 +240,21 @@ def test_the_fast_stack_exports_with_any_tile_side_and_equals_pytorch(tmp_path, 
         lr, opts = torch.rand(shape), UpscaleOptions(seed=3)
         want = upscale_tensor(model, lr, opts)
         assert (upscale_tensor(exported, lr, opts) - want).abs().max() < 1e-4
+
+
+def test_the_fast_stack_exports_int8_calibrated_on_crops_of_any_side(tmp_path) -> None:
+    """Calibration crops whose sides the model's size rule does not allow (a training image
+    smaller than the crop side) are cropped to allowed sides, not fed as they are (which broke
+    a concat in the UNet). ONNX Runtime only: ExecuTorch's int8 program of this stack leaves a
+    per-channel dequantize outside the XNNPACK delegate (see benchmarks/results/deploy.md)."""
+    pytest.importorskip("onnxruntime")
+    from fastdiffsr.backends.onnx import export_onnx
+    from fastdiffsr.upscaler import UpscaleOptions
+
+    model = perturbed_unet_model(lambda: EdgeSDSR(replace(FAST, max_tile=64)))
+    assert model.multiple_of > 1
+    crops = [torch.rand(1, 3, side, side + 3) for side in (30, 21, 16)]
+    path = export_onnx(model, tmp_path / "m.onnx", 16, "int8", calibration=crops)
+    lr, opts = torch.rand(1, 3, 24, 40), UpscaleOptions(seed=3)
+    out, want = upscale_tensor(load_model(str(path)), lr, opts), upscale_tensor(model, lr, opts)
+    assert out.shape == want.shape and (out - want).abs().mean() < 0.05

@@ -68,7 +68,8 @@ def export_pte(model: Upscaler, path: str | Path, tile: int = 128, dtype: str = 
     with torch.no_grad():
         program = torch.export.export(graph.module.eval(), example, dynamic_shapes=shapes)
         if dtype == "int8":
-            program = _quantize(program, example, shapes, names, graph, calibration)
+            program = _quantize(program, example, shapes, names, graph, calibration,
+                                 model.multiple_of)
         meta = metadata(model, graph, FORMAT, dtype, provenance or {})
         lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()],
                                               constant_methods=meta)
@@ -79,7 +80,7 @@ def export_pte(model: Upscaler, path: str | Path, tile: int = 128, dtype: str = 
     return path
 
 
-def _quantize(program, example, shapes, names, graph, calibration):
+def _quantize(program, example, shapes, names, graph, calibration, multiple):
     """PT2E static quantization for XNNPACK: observers on the exported module, the calibration
     crops through it, then int8 (per-channel weights). Only the convolutions (and their fused
     ReLU) are quantized, as the ONNX Runtime int8 path does: a quantized add would round the
@@ -93,7 +94,7 @@ def _quantize(program, example, shapes, names, graph, calibration):
     quantizer = XNNPACKQuantizer().set_operator_type(
         torch.ops.aten.conv2d.default, get_symmetric_quantization_config(is_per_channel=True))
     observed = prepare_pt2e(program.module(), quantizer)
-    for feeds in calibration_feeds(graph, calibration):
+    for feeds in calibration_feeds(graph, calibration, multiple):
         observed(*(feeds[name] for name in names))
     return torch.export.export(convert_pt2e(observed), example, dynamic_shapes=shapes)
 

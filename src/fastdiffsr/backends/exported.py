@@ -68,14 +68,21 @@ def metadata(model: Upscaler, graph: TileGraph, file_format: str, dtype: str,
             "provenance": json.dumps(provenance)}
 
 
-def calibration_feeds(graph: TileGraph, calibration: list[Tensor]) -> Iterator[dict[str, Tensor]]:
+def calibration_feeds(graph: TileGraph, calibration: list[Tensor], multiple: int
+                      ) -> Iterator[dict[str, Tensor]]:
     """Inputs by name for int8 calibration: each LR crop [1, 3, h, w] of a training image
-    (resized to the graph's static side where it has one) with noise drawn from seed 0."""
+    (resized to the graph's static side where it has one, else cropped to sides the model's
+    size rule allows: multiples of ``multiple``) with noise drawn from seed 0."""
     g = torch.Generator().manual_seed(0)
     k, r = graph.image_noise
     for lr in calibration:
         if graph.static_side:
             lr = F.interpolate(lr, size=(graph.static_side,) * 2, mode="area")
+        else:
+            h, w = (side // multiple * multiple for side in lr.shape[-2:])
+            lr = lr[..., :h, :w]
+        if lr.shape[-1] == 0 or lr.shape[-2] == 0:
+            continue
         item = {"lr": lr}
         if graph.prior_noise:
             item["prior_noise"] = torch.randn(1, graph.prior_noise, generator=g)
