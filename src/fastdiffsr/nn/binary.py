@@ -171,17 +171,21 @@ class PackedBinaryConv2d(nn.Module):
         return conv
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.path not in self.PATHS:
-            raise ValueError(f"path must be one of {self.PATHS}, got {self.path!r}")
         if self.path == "torch":
             return xnor_conv2d(x, self.bits, self.scale, self.kernel)
-        if self.path == "kernel" or (self.path == "auto" and self._kernel_runs(x)):
+        if self.uses_kernel(x):
             from . import xnor_kernel
 
             return xnor_kernel.xnor_conv2d(x, self._packed_for_kernel(), self.scale,
                                            self.kernel).to(x.dtype)
         y = F.conv2d(x, self.signs(), padding=self.kernel // 2)
         return y * self.scale[:, None, None]
+
+    def uses_kernel(self, x: Tensor) -> bool:
+        """Whether ``forward(x)`` runs the compiled kernel (``path``, see the class)."""
+        if self.path not in self.PATHS:
+            raise ValueError(f"path must be one of {self.PATHS}, got {self.path!r}")
+        return self.path == "kernel" or (self.path == "auto" and self._kernel_runs(x))
 
     def _kernel_runs(self, x: Tensor) -> bool:
         """Ternary CPU input, not being traced (export keeps float convs), and the kernel is
@@ -220,6 +224,13 @@ class BIConv(nn.Module):
         self.residual = c_in == c_out
 
     def forward(self, x: Tensor, g: Tensor) -> Tensor:
+        if (isinstance(self.conv, PackedBinaryConv2d) and x.dtype == torch.float32
+                and self.conv.uses_kernel(x)):  # the same arithmetic in one compiled pass
+            from . import xnor_kernel
+
+            taa = (self.taa.bias_in[g], self.taa.slope[g], self.taa.bias_out[g])
+            return xnor_kernel.biconv(x, self.conv._packed_for_kernel(), self.conv.scale,
+                                      self.conv.kernel, self.tar.shift[g], taa, self.residual)
         a = self.tar(x, g)
         y = self.taa(self.conv(sign_ste(a) if self.binarize else a), g)
         return y + x if self.residual else y

@@ -31,18 +31,21 @@ _state: dict[str, ModuleType | None] = {}
 
 
 def build(name: str, cflags: list[str]) -> ModuleType:
-    """Compile ``xnor.cpp`` as module ``name`` (torch caches it on disk by name and source).
-    ``-fopenmp`` lets its ``at::parallel_for`` use torch's threads (without it: one thread)."""
+    """Compile ``xnor.cpp`` as module ``name`` (torch caches it on disk by name and source) with
+    ``cflags`` and always ``-fopenmp``, so that its ``at::parallel_for`` uses torch's threads
+    (without it: one thread), and ``-ffp-contract=off``, so that the fused epilogue rounds each
+    float operation as torch's separate kernels do (no multiply-add fused by the compiler)."""
     from torch.utils.cpp_extension import load
 
-    return load(name=name, sources=[str(_SOURCE)], extra_cflags=cflags, verbose=False)
+    return load(name=name, sources=[str(_SOURCE)], verbose=False,
+                extra_cflags=[*cflags, "-fopenmp", "-ffp-contract=off"])
 
 
 def kernel() -> ModuleType | None:
     """The compiled module (built once per process, cached on disk by torch), or None."""
     if "module" not in _state:
         try:
-            _state["module"] = build("fastdiffsr_xnor", ["-O3", "-march=native", "-fopenmp"])
+            _state["module"] = build("fastdiffsr_xnor", ["-O3", "-march=native"])
         except Exception as e:  # no compiler, no ninja, a compile error: the float path runs
             first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             warnings.warn(f"fastdiffsr: the XNOR kernel could not be built ({first_line}); "
@@ -80,4 +83,17 @@ def xnor_conv2d(x: Tensor, packed: Tensor, alpha: Tensor, kernel_size: int) -> T
     if module is None:
         raise RuntimeError("the XNOR kernel is not available")
     out = module.xnor_conv2d(x, packed, alpha, kernel_size)  # [B, H, W, O]
+    return out.permute(0, 3, 1, 2)
+
+
+def biconv(x: Tensor, packed: Tensor, alpha: Tensor, kernel_size: int, shift: Tensor,
+           taa: tuple[Tensor, Tensor, Tensor], residual: bool) -> Tensor:
+    """BI-DiffSR's whole BIConv in one pass of the compiled kernel: x [B, C, H, W] float,
+    TaR's shift [B, C] and TaA's (bias_in, slope, bias_out) [B, O] each (the sample's rows) ->
+    TaA(conv(sign(x + shift), alpha sign W)) (+ x) [B, O, H, W] (channels-last memory); each
+    float operation rounded as torch rounds it, so it equals the unfused layers."""
+    module = kernel()
+    if module is None:
+        raise RuntimeError("the XNOR kernel is not available")
+    out = module.xnor_biconv(x, packed, alpha, kernel_size, shift, *taa, residual)
     return out.permute(0, 3, 1, 2)
