@@ -28,7 +28,7 @@ from fastdiffsr.zoo import load_model, resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 SETS = ("Set5", "Set14", "B100")
-MODELS = ("rdsr-x4", "bidiffsr-x4", "yonos-x4", "edgesdsr-x4")
+MODELS = ("rdsr-x4", "rdsr-x4-real", "bidiffsr-x4", "yonos-x4", "edgesdsr-x4")
 EXPORTERS = (("ONNX Runtime", export_onnx, ".onnx"), ("ExecuTorch XNNPACK", export_pte, ".pte"))
 
 
