@@ -51,8 +51,12 @@ def backends(name: str, folder: Path, calibration: Path):
 def row(name: str, label: str, model, opts: UpscaleOptions, path: Path, args) -> str:
     if isinstance(model, str):
         return f"| `{name}` | {label} | not run: {model} |" + " |" * 5
-    timings = [time_upscale(model, side, args.repeats, opts) for side in (128, 512)]
-    scores = [evaluate_set(model, args.data, s, opts)[0].psnr for s in SETS]
+    try:
+        timings = [time_upscale(model, side, args.repeats, opts) for side in (128, 512)]
+        scores = [evaluate_set(model, args.data, s, opts)[0].psnr for s in SETS]
+    except Exception as e:  # noqa: BLE001 (a backend that fails to run is a row of the table)
+        reason = f"{type(e).__name__}: {str(e)[:80]}"
+        return f"| `{name}` | {label} | failed to run: {reason} |" + " |" * 5
     cells = [f"`{name}`", label, *(f"{t.latency_s * 1e3:.0f}" for t in timings),
              *(f"{p:.2f}" for p in scores), f"{path.stat().st_size / 2**20:.1f}"]
     return "| " + " | ".join(cells) + " |"
