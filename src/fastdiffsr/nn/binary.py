@@ -225,7 +225,8 @@ class BIConv(nn.Module):
 
     def forward(self, x: Tensor, g: Tensor) -> Tensor:
         if (isinstance(self.conv, PackedBinaryConv2d) and x.dtype == torch.float32
-                and self.conv.uses_kernel(x)):  # the same arithmetic in one compiled pass
+                and not torch.is_grad_enabled() and self.conv.uses_kernel(x)):
+            # the same arithmetic in one compiled pass (no autograd through it)
             from . import xnor_kernel
 
             taa = (self.taa.bias_in[g], self.taa.slope[g], self.taa.bias_out[g])
