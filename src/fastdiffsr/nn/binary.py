@@ -176,7 +176,7 @@ class PackedBinaryConv2d(nn.Module):
         if self.uses_kernel(x):
             from . import xnor_kernel
 
-            return xnor_kernel.xnor_conv2d(x, self._packed_for_kernel(), self.scale,
+            return xnor_kernel.xnor_conv2d(x, self.kernel_weights(), self.scale,
                                            self.kernel).to(x.dtype)
         y = F.conv2d(x, self.signs(), padding=self.kernel // 2)
         return y * self.scale[:, None, None]
@@ -197,7 +197,7 @@ class PackedBinaryConv2d(nn.Module):
 
         return xnor_kernel.kernel() is not None
 
-    def _packed_for_kernel(self) -> Tensor:
+    def kernel_weights(self) -> Tensor:
         """The kernel's weight layout, rebuilt when ``bits`` changes (e.g. a state dict load)."""
         version = self.bits._version
         if self._kernel_weights is None or self._kernel_weights[0] != version:
@@ -230,7 +230,7 @@ class BIConv(nn.Module):
             from . import xnor_kernel
 
             taa = (self.taa.bias_in[g], self.taa.slope[g], self.taa.bias_out[g])
-            return xnor_kernel.biconv(x, self.conv._packed_for_kernel(), self.conv.scale,
+            return xnor_kernel.biconv(x, self.conv.kernel_weights(), self.conv.scale,
                                       self.conv.kernel, self.tar.shift[g], taa, self.residual)
         a = self.tar(x, g)
         y = self.taa(self.conv(sign_ste(a) if self.binarize else a), g)

@@ -160,14 +160,14 @@ torch::Tensor group_pixels(const torch::Tensor& single, int64_t r, int64_t C) {
 // One layer's operands. Slot pair i (a slot of taps, one 64-channel word of it) reads the signs
 // s_at[i][at] and masks m_at[i][at] for the output pixel whose window starts at word index at.
 // The epilogue (BIConv's, nullptr for the bare convolution): TaA, y' = PReLU_slope(y + bias_in)
-// + bias_out per sample and output channel ([B, O8] each), then + the residual (x itself,
-// channels-last [B, H, W, O]), each in float as torch computes it.
+// + bias_out per sample and output channel ([B, O8] each), then + the residual (``pixels``'
+// res), each in float as torch computes it.
 struct Layer {
   std::vector<const uint64_t*> s_at, m_at;  // [n]
   const uint64_t* wp;  // weights [n, O8]
   const float* alpha;  // [O8], zero past O
   int64_t words, O, O8;
-  const float *bias_in, *slope, *bias_out, *residual;
+  const float *bias_in, *slope, *bias_out;
 };
 
 // P consecutive output pixels of a row (they share each weight load, and their sums are
@@ -279,8 +279,8 @@ torch::Tensor convolve(const torch::Tensor& x, const torch::Tensor& weights,
           alpha8.data_ptr<float>(), words, O, O8,
           taa8.empty() ? nullptr : taa8[0].data_ptr<float>(),
           taa8.empty() ? nullptr : taa8[1].data_ptr<float>(),
-          taa8.empty() ? nullptr : taa8[2].data_ptr<float>(),
-          residual ? res.data_ptr<float>() : nullptr};  // [B, H, W, O] memory order
+          taa8.empty() ? nullptr : taa8[2].data_ptr<float>()};
+  const float* rp = residual ? res.data_ptr<float>() : nullptr;  // [B, H, W, O] memory order
   for (int64_t ky = 0; ky < kernel; ++ky) {
     for (int64_t g = 0; g < groups; ++g) {  // slot (ky, g): taps (ky, g per_slot + j), j < r
       const int64_t r = std::min(per_slot, kernel - g * per_slot);
@@ -303,7 +303,7 @@ torch::Tensor convolve(const torch::Tensor& x, const torch::Tensor& weights,
     for (int64_t row = begin; row < end; ++row) {
       const int64_t b = row / H, y = row % H, at = (b * Hp + y) * Wp * words;
       float* dst = op + row * W * O;
-      const float* r = L.residual ? L.residual + row * W * O : nullptr;
+      const float* r = rp ? rp + row * W * O : nullptr;
       int64_t xx = 0;
       for (; xx + P <= W; xx += P) {
         pixels<P>(L, at + xx * words, b, r ? r + xx * O : nullptr, dst + xx * O);

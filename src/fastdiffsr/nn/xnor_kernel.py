@@ -76,13 +76,17 @@ def pack_weights(bits: Tensor, c_in: int, kernel_size: int) -> Tensor:
     return per_bit.sum(2)  # bits are disjoint: the sum is the OR (bit 63 wraps to the sign)
 
 
-def xnor_conv2d(x: Tensor, packed: Tensor, alpha: Tensor, kernel_size: int) -> Tensor:
-    """x [B, C, H, W] in {-1, 0, +1} -> [B, O, H, W] (channels-last memory) with the compiled
-    kernel; equal to the float convolution of x with alpha * sign(W)."""
+def _built() -> ModuleType:
     module = kernel()
     if module is None:
         raise RuntimeError("the XNOR kernel is not available")
-    out = module.xnor_conv2d(x, packed, alpha, kernel_size)  # [B, H, W, O]
+    return module
+
+
+def xnor_conv2d(x: Tensor, packed: Tensor, alpha: Tensor, kernel_size: int) -> Tensor:
+    """x [B, C, H, W] in {-1, 0, +1} -> [B, O, H, W] (channels-last memory) with the compiled
+    kernel; equal to the float convolution of x with alpha * sign(W)."""
+    out = _built().xnor_conv2d(x, packed, alpha, kernel_size)  # [B, H, W, O]
     return out.permute(0, 3, 1, 2)
 
 
@@ -92,8 +96,5 @@ def biconv(x: Tensor, packed: Tensor, alpha: Tensor, kernel_size: int, shift: Te
     TaR's shift [B, C] and TaA's (bias_in, slope, bias_out) [B, O] each (the sample's rows) ->
     TaA(conv(sign(x + shift), alpha sign W)) (+ x) [B, O, H, W] (channels-last memory); each
     float operation rounded as torch rounds it, so it equals the unfused layers."""
-    module = kernel()
-    if module is None:
-        raise RuntimeError("the XNOR kernel is not available")
-    out = module.xnor_biconv(x, packed, alpha, kernel_size, shift, *taa, residual)
+    out = _built().xnor_biconv(x, packed, alpha, kernel_size, shift, *taa, residual)
     return out.permute(0, 3, 1, 2)
