@@ -70,3 +70,18 @@ def test_a_broken_program_is_one_error(tmp_path) -> None:
     bad.write_bytes(b"not a program" * 10)
     with pytest.raises(DeployError, match="not a readable ExecuTorch program"):
         load_model(bad)
+
+
+def test_bidiffsr_program_runs_its_bicubic_condition_like_pytorch(tmp_path) -> None:
+    """BI-DiffSR's graph holds the MATLAB bicubic resize, whose border taps are mirrored from
+    negative indices: ExecuTorch's integer remainder truncates (C's %), which sent them out of
+    range (error 0x12 at run time) until the resize folded negatives first. The full-precision
+    twin, so that no binary sign can flip on a rounding difference."""
+    from dataclasses import replace
+
+    from .test_bidiffsr import CPU_TINY, _model
+
+    model = _model(replace(CPU_TINY, unshuffle=4, binarize=False))
+    pte = PteUpscaler(export_pte(model, tmp_path / "b.pte"))
+    lr = torch.rand(1, 3, 128, 128)
+    assert (upscale_tensor(model, lr) - upscale_tensor(pte, lr)).abs().max() < 1e-3

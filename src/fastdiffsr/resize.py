@@ -33,7 +33,9 @@ def cubic(x: Tensor) -> Tensor:
 def _symmetric_index(idx: Tensor, n: int) -> Tensor:
     """Map any integer index onto [0, n) by mirror reflection with the edge repeated."""
     period = 2 * n
-    idx = torch.remainder(idx, period)
+    # the extension is even about -1/2 (index -1 - i reads i): fold negatives first, so the
+    # remainder sees no negative operand (ExecuTorch's int remainder truncates like C's %)
+    idx = torch.remainder(torch.where(idx < 0, -1 - idx, idx), period)
     return torch.where(idx < n, idx, period - 1 - idx)
 
 
