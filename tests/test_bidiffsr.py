@@ -122,7 +122,7 @@ def test_ddim_visits_leading_timesteps_with_eps_prediction() -> None:
 
 
 def test_training_loss_is_l1_on_eps() -> None:
-    stage = br.DiffusionStage(TINY, val_sampling_steps=1)
+    stage = br.DiffusionStage(TINY, br.BIDiffSRRecipe(val_sampling_steps=1))
     hr = torch.rand(3, 3, 16, 16)
     lr = imresize(hr, 0.25)
     torch.manual_seed(5)
@@ -259,7 +259,7 @@ def test_cpu_formulation_samples_the_residual_from_the_noised_upsampled_lr() -> 
 
 
 def test_cpu_formulation_loss_is_l1_on_the_residual() -> None:
-    stage = br.DiffusionStage(CPU_TINY, val_sampling_steps=1)
+    stage = br.DiffusionStage(CPU_TINY, br.BIDiffSRRecipe(val_sampling_steps=1))
     hr = torch.rand(2, 3, 16, 16)
     lr = imresize(hr, 0.25)
     torch.manual_seed(5)
@@ -271,6 +271,23 @@ def test_cpu_formulation_loss_is_l1_on_the_residual() -> None:
     with torch.no_grad():
         pred = stage.model.unet(q_sample(y, abar[t], torch.randn_like(hr)), cond, t)
     torch.testing.assert_close(loss, F.l1_loss(pred, y))
+
+
+def test_sampled_train_timesteps_are_the_samplers() -> None:
+    """``train_timesteps = "sampled"`` trains at the timesteps the default sampler visits:
+    [T - 1] for one trailing step, the four of 4 steps each drawn; a typo is an error."""
+    seen = []
+    for steps in (1, 4):
+        cfg = replace(CPU_TINY, sampling_steps=steps)
+        stage = br.DiffusionStage(cfg, br.BIDiffSRRecipe(train_timesteps="sampled"))
+        unet = stage.model.unet
+        unet.forward = lambda x, c, t, f=unet.forward: (seen.extend(t.tolist()), f(x, c, t))[1]
+        hr = torch.rand(64, 3, 8, 8)
+        stage(imresize(hr, 0.25), hr)
+        assert set(seen) == set(ddim_timesteps(cfg.timesteps, steps, "trailing"))
+        seen.clear()
+    with pytest.raises(ValueError, match="train_timesteps"):
+        br.BIDiffSRRecipe(train_timesteps="sampeld")
 
 
 def test_twin_is_full_precision_and_initialises_the_binary_network() -> None:

@@ -3,8 +3,10 @@ network, initialised from the twin: the usual practice for binary networks; with
 ``[twin] iterations = 0`` it starts from the twin's initialisation, i.e. from scratch, the
 official ``BIDiffSRModel``).
 
-Each stage: y = HR (or HR - bicubic_s(LR) with ``residual``), t ~ U{0..T-1} per sample,
-eps ~ N(0, I), y_t = sqrt(abar_t) y + sqrt(1 - abar_t) eps (images in [0, 1]), loss
+Each stage: y = HR (or HR - bicubic_s(LR) with ``residual``), t ~ U{0..T-1} per sample (the
+paper's; ``train_timesteps = "sampled"``: t uniform over the timesteps the sampler visits at the
+model's default sampling steps, [T - 1] for one trailing step), eps ~ N(0, I),
+y_t = sqrt(abar_t) y + sqrt(1 - abar_t) eps (images in [0, 1]), loss
 L1(UNet(y_t, bicubic_s(LR), t), eps) (the paper's) or L1(..., y) (``prediction = "x0"``).
 Randomness comes from the global torch RNG (the trainer reseeds it every iteration).
 """
@@ -18,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...diffusion.sampling import q_sample
+from ...diffusion.sampling import ddim_timesteps, q_sample
 from ...methods.bidiffsr.model import BIDiffSR, BIDiffSRConfig
 from ...resize import imresize
 from ...upscaler import UpscaleOptions, upscale_tensor
@@ -33,18 +35,28 @@ class BIDiffSRRecipe:
     twin: TrainConfig = field(default_factory=lambda: TrainConfig(iterations=0))
     diffusion: TrainConfig = field(default_factory=TrainConfig)
     val_sampling_steps: int = 50  # DDIM steps of the periodic validation
+    train_timesteps: str = "all"  # "all" or "sampled" (the module docstring)
+
+    def __post_init__(self) -> None:
+        if self.train_timesteps not in ("all", "sampled"):
+            raise ValueError(f"train_timesteps must be 'all' or 'sampled', "
+                             f"got {self.train_timesteps!r}")
 
 
 Recipe = BIDiffSRRecipe
 
 
 class DiffusionStage(nn.Module):
-    """The L1 loss of the UNet's prediction; validation upscales with ``val_sampling_steps``."""
+    """The L1 loss of the UNet's prediction at t drawn from ``recipe.train_timesteps``;
+    validation upscales with ``val_sampling_steps``."""
 
-    def __init__(self, cfg: BIDiffSRConfig, val_sampling_steps: int):
+    def __init__(self, cfg: BIDiffSRConfig, recipe: BIDiffSRRecipe):
         super().__init__()
         self.model = BIDiffSR(cfg)
-        self.val_options = UpscaleOptions(sampling_steps=val_sampling_steps)
+        self.val_options = UpscaleOptions(sampling_steps=recipe.val_sampling_steps)
+        ts = (ddim_timesteps(cfg.timesteps, cfg.sampling_steps, cfg.spacing)
+              if recipe.train_timesteps == "sampled" else range(cfg.timesteps))
+        self.register_buffer("train_ts", torch.tensor(list(ts)), persistent=False)
 
     def validation_sr(self, lr: Tensor, hr: Tensor) -> Tensor:
         del hr
@@ -54,7 +66,7 @@ class DiffusionStage(nn.Module):
         cfg, abar = self.model.cfg, self.model.abar
         cond = imresize(lr, self.model.scale)
         y = hr - cond if cfg.residual else hr
-        t = torch.randint(len(abar), (hr.shape[0],), device=hr.device)
+        t = self.train_ts[torch.randint(len(self.train_ts), (hr.shape[0],), device=hr.device)]
         eps = torch.randn_like(hr)
         pred = self.model.predict(q_sample(y, abar[t], eps), t, cond)
         return F.l1_loss(pred, eps if cfg.prediction == "eps" else y), {}
@@ -62,12 +74,12 @@ class DiffusionStage(nn.Module):
 
 def twin_stage(recipe: BIDiffSRRecipe, weights: Mapping[str, Weights]) -> DiffusionStage:
     del weights
-    return DiffusionStage(replace(recipe.model, binarize=False), recipe.val_sampling_steps)
+    return DiffusionStage(replace(recipe.model, binarize=False), recipe)
 
 
 def diffusion_stage(recipe: BIDiffSRRecipe, weights: Mapping[str, Weights]) -> DiffusionStage:
     """The binary network with the twin's weights (signs and scales of its conv weights)."""
-    module = DiffusionStage(recipe.model, recipe.val_sampling_steps)
+    module = DiffusionStage(recipe.model, recipe)
     module.model.load_state_dict(substate(weights["twin"], "model."))
     return module
 
