@@ -134,7 +134,8 @@ def test_unknown_option_names_the_valid_ones(bicubic, rgb):
 @pytest.mark.parametrize("option", [
     {"outscale": 0}, {"outscale": float("nan")}, {"outscale": 1e9}, {"tile": -1},
     {"tile": 2.5}, {"tile_overlap": -1}, {"batch_tiles": 0}, {"sampling_steps": 0},
-    {"seed": -1}, {"seed": 2**63}, {"memory_budget": 0}, {"dtype": "fp16"}, {"tile": True}])
+    {"seed": -1}, {"seed": 2**63}, {"memory_budget": 0}, {"dtype": "fp16"}, {"tile": True},
+    {"self_ensemble": 1}])
 def test_out_of_range_options_are_refused_by_name(bicubic, rgb, option):
     (name, value), = option.items()
     with pytest.raises(OptionError, match=f"option {name} must be"):
@@ -211,6 +212,35 @@ def test_bf16_option_runs_the_model_under_autocast():
     assert b.dtype == torch.float32 and 0 < (a - b).abs().max() < 0.05
     with pytest.raises(ValueError, match="dtype"):
         upscale_tensor(model, lr, UpscaleOptions(dtype="fp16"))
+
+
+def test_self_ensemble_commutes_with_every_turn_and_keeps_an_equivariant_model():
+    """A tile function that is not rotation-equivariant (a random conv + pixel shuffle, with
+    noise as a second input): its x8 ensemble is (turning the inputs turns the output, for all
+    8 turns); an equivariant function (nearest upsampling) is its own ensemble; ``upscale``
+    runs it with the option."""
+    import torch
+
+    from fastdiffsr.upscaler import self_ensemble, upscale_tensor
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(6, 12, 3, padding=1)
+    fn = lambda x, n: torch.pixel_shuffle(conv(torch.cat([x, n], 1)), 2)  # noqa: E731
+    x, n = torch.rand(2, 3, 10, 10), torch.rand(2, 3, 10, 10)
+    turn = lambda t, k, f: torch.rot90(t.flip(-1) if f else t, k, (2, 3))  # noqa: E731
+    with torch.no_grad():
+        ens = self_ensemble(fn)(x, n)
+        assert (ens - fn(x, n)).abs().max() > 1e-2
+        for k in range(4):
+            for f in (False, True):
+                torch.testing.assert_close(self_ensemble(fn)(turn(x, k, f), turn(n, k, f)),
+                                           turn(ens, k, f))
+    nearest = lambda x: torch.nn.functional.interpolate(x, scale_factor=2)  # noqa: E731
+    torch.testing.assert_close(self_ensemble(nearest)(x), nearest(x))
+    model, lr = load_model("rdsr-x4"), torch.rand(1, 3, 20, 17)
+    a = upscale_tensor(model, lr, UpscaleOptions(self_ensemble=True))
+    b = upscale_tensor(model, lr)
+    assert a.shape == b.shape and 0 < (a - b).abs().mean() < 0.05
 
 
 @pytest.mark.parametrize(("depth", "channels", "tile"), [(8, 3, 12), (16, 3, 0), (8, 1, 12),

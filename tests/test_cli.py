@@ -258,8 +258,10 @@ def test_sampling_steps_flag_and_its_old_spelling(command: str) -> None:
     extra = ["-i", "x.png"] if command == "upscale" else []
     for flag in ("--sampling-steps", "--steps"):
         args = build_parser().parse_args([command, *extra, flag, "3"])
-        assert args.sampling_steps == 3 and args.dtype == "fp32"
+        assert args.sampling_steps == 3 and args.dtype == "fp32" and not args.self_ensemble
     assert build_parser().parse_args([command, *extra, "--dtype", "bf16"]).dtype == "bf16"
+    assert commands._options(build_parser().parse_args([command, *extra, "--self-ensemble"])
+                             ).self_ensemble
 
 
 # ----------------------------------------------------------------------------- bad arguments

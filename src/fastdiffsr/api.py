@@ -98,8 +98,8 @@ def upscale(
     """Upscale one image; returns the same kind it was given (a path gives a ``Picture``).
 
     ``options`` are the fields of ``UpscaleOptions`` (outscale, tile, tile_overlap, batch_tiles,
-    sampling_steps, seed, memory_budget, dtype); an unknown or out-of-range one raises
-    ``OptionError`` naming the valid ones. ``progress(done_tiles, total_tiles)`` is called
+    sampling_steps, seed, memory_budget, dtype, self_ensemble); an unknown or out-of-range one
+    raises ``OptionError`` naming the valid ones. ``progress(done_tiles, total_tiles)`` is called
     after each batch of tiles; returning False stops the upscale with ``Cancelled``. Arrays are
     H x W (x C) uint8, uint16 or float in [0, 1].
     """

@@ -21,6 +21,7 @@ def _options(args) -> UpscaleOptions:
         outscale=getattr(args, "outscale", None), tile=getattr(args, "tile", None),
         tile_overlap=getattr(args, "tile_overlap", None), sampling_steps=args.sampling_steps,
         seed=getattr(args, "seed", None) or 0, dtype=args.dtype,
+        self_ensemble=args.self_ensemble,
     )
 
 

@@ -144,6 +144,7 @@ class UpscaleOptions:
     seed: int = 0  # 0 .. 2^63 - 1
     memory_budget: int = 2 * 1024**3  # bytes of activations per forward call
     dtype: str = "fp32"  # "bf16": convolutions and matmuls in bfloat16 (torch.autocast)
+    self_ensemble: bool = False  # x8 geometric self-ensemble per tile (8x the time)
 
     def __post_init__(self) -> None:
         checks = {  # name: (whether it is in range, the range in words)
@@ -163,6 +164,7 @@ class UpscaleOptions:
             "memory_budget": (_int(self.memory_budget) and self.memory_budget > 0,
                               "an int > 0 (bytes)"),
             "dtype": (self.dtype in ("fp32", "bf16"), "'fp32' or 'bf16'"),
+            "self_ensemble": (isinstance(self.self_ensemble, bool), "True or False"),
         }
         for name, (ok, allowed) in checks.items():
             if not ok:
@@ -219,7 +221,8 @@ def upscale_rows(
 
     Runs in inference mode: no autograd graph, whoever calls it. ``opts.dtype = "bf16"`` runs
     the model under ``torch.autocast`` in bfloat16 (the CPU's native bf16 path where it has
-    one; measured per model in ``benchmarks/results/deploy.md``).
+    one; measured per model in ``benchmarks/results/deploy.md``). ``opts.self_ensemble`` runs
+    each tile through ``self_ensemble``.
     """
     h, w = lr.shape[-2:]
     x = pad_to_requirements(lr, model.multiple_of, model.minimum)
@@ -229,12 +232,37 @@ def upscale_rows(
     bf16 = torch.autocast(x.device.type, torch.bfloat16, enabled=opts.dtype == "bf16")
     with torch.inference_mode(), bf16:
         fn = model.prepare(x, opts.sampling_steps, opts.seed)
+        fn = self_ensemble(fn) if opts.self_ensemble else fn
         noise = model.image_noise(x, opts.seed)
         inputs = [x] if noise is None else [x, noise]
         tiled_apply(fn, inputs, tile, overlap, model.scale,
                     batch_size=opts.batch_tiles, bytes_per_lr_pixel=model.bytes_per_lr_pixel,
                     memory_budget=opts.memory_budget, progress=_cancellable(progress),
                     sink=_cropped(sink, h * model.scale, w * model.scale, model.method))
+
+
+def self_ensemble(fn: TileFn) -> TileFn:
+    """The x8 geometric self-ensemble (Timofte et al. 2016; EDSR+, Lim et al. 2017): the
+    mean of ``fn`` over the 8 flips and 90-degree rotations of its inputs (every input of the
+    tile, the noise included, turned alike), each output turned back. Per tile, after the
+    per-image preparation (RDSR's prior comes from the image as it is)."""
+
+    def turned(x: Tensor, k: int, flip: bool) -> Tensor:
+        return torch.rot90(x.flip(-1) if flip else x, k, (-2, -1))
+
+    def back(y: Tensor, k: int, flip: bool) -> Tensor:
+        y = torch.rot90(y, -k, (-2, -1))
+        return y.flip(-1) if flip else y
+
+    def mean(*tiles: Tensor) -> Tensor:
+        out = None
+        for k in range(4):
+            for flip in (False, True):
+                y = back(fn(*(turned(t, k, flip) for t in tiles)), k, flip).float()
+                out = y if out is None else out + y
+        return out / 8
+
+    return mean
 
 
 def _cropped(sink: Sink, height: int, width: int, method: str) -> Sink:
