@@ -1,0 +1,184 @@
+"""RDSR quality against latency (issue 25): a sweep of the deployed form's width and depth, each
+point trained by ``configs/rdsr/x4.toml``'s recipe at one reduced budget, then scored and timed
+in one run beside bicubic and today's ``rdsr-x4``.
+
+    .venv/bin/python benchmarks/rdsr_sweep.py latency --threads 2   # untrained: cost only
+    OMP_NUM_THREADS=2 nohup .venv/bin/python benchmarks/rdsr_sweep.py train > runs/sweep.log &
+    .venv/bin/python benchmarks/rdsr_sweep.py table --threads 2
+
+``train`` trains every point that has not finished, one after another, into
+``runs/rdsr-sweep/<point>`` with ``--resume``: run it again after an interruption and it goes on
+where it stopped (exactly). ``latency`` writes ``benchmarks/results/rdsr_sweep_latency.md``
+(fp32 and bf16 at 128->512 of each point's deployed form, random weights: no training needed).
+``table`` writes ``benchmarks/results/rdsr_pareto.md`` and ``rdsr_pareto.png``: PSNR-Y on Set5
+and B100 against the measured 128->512 latency (every trained point, the ones that lost too),
+and against parameters with the literature's light models placed by their published x4
+scores and parameter counts (their latency here is unknown: no weights can be downloaded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from fastdiffsr.bench import time_upscale  # noqa: E402
+from fastdiffsr.evaluation import evaluate_set  # noqa: E402
+from fastdiffsr.methods.rdsr import RDSR  # noqa: E402
+from fastdiffsr.train.run import load_recipe  # noqa: E402
+from fastdiffsr.upscaler import UpscaleOptions, count_params  # noqa: E402
+from fastdiffsr.zoo import load_model  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs" / "rdsr" / "x4.toml"
+RUNS = ROOT / "runs" / "rdsr-sweep"
+SETS = ("Set5", "B100")
+# the sweep's budget: a third of x4.toml's prior stage, its diffusion stage shortened alike
+BUDGET = ("prior.iterations=3000", "prior.val_every=1000", "diffusion.iterations=1000")
+POINTS = {  # name: (RepD width C, FiLM blocks); c48-b10 is today's rdsr-x4 at the sweep budget
+    "c32-b8": (32, 8),
+    "c48-b10": (48, 10),
+    "c48-b16": (48, 16),
+    "c64-b10": (64, 10),
+    "c64-b16": (64, 16),
+}
+# published x4 PSNR-Y (Set5, B100) and parameters
+LITERATURE = {"FSRCNN": (30.72, 26.98, 12_000), "VDSR": (31.35, 27.29, 665_000),
+              "IMDN": (32.21, 27.56, 715_000)}
+
+
+def overrides(point: str) -> list[str]:
+    channels, blocks = POINTS[point]
+    return [*BUDGET, f"model.channels={channels}", f"model.blocks={blocks}"]
+
+
+def deployed_untrained(point: str) -> RDSR:
+    _, _, recipe = load_recipe(CONFIG, overrides(point))
+    model = RDSR(recipe.model).eval()
+    model.fuse()
+    return model
+
+
+def trained_file(point: str) -> Path | None:
+    files = sorted((RUNS / point).glob("*.safetensors"))
+    return files[0] if files else None
+
+
+def train() -> None:
+    for point in POINTS:
+        if trained_file(point):
+            continue
+        print(f"training {point}", flush=True)
+        subprocess.run([sys.executable, "-m", "fastdiffsr", "train", str(CONFIG),
+                        "--out", str(RUNS / point), "--resume",
+                        *(a for o in overrides(point) for a in ("--set", o))], check=True)
+
+
+def latency_ms(model, repeats: int, dtype: str = "fp32") -> float:
+    return time_upscale(model, 128, repeats, UpscaleOptions(dtype=dtype)).latency_s * 1e3
+
+
+def latency_table(args) -> None:
+    lines = [f"# RDSR sweep: the deployed form's cost ({args.threads} threads)", "",
+             f"`benchmarks/rdsr_sweep.py latency --threads {args.threads}`, "
+             f"{platform.machine()}, torch {torch.__version__}; random weights (cost only); "
+             f"128->512, median of {args.repeats}.", "",
+             "| point | C | blocks | params | GFLOPs | fp32 ms | bf16 ms |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for point, (c, n) in POINTS.items():
+        model = deployed_untrained(point)
+        t = time_upscale(model, 128, args.repeats)
+        lines.append(f"| {point} | {c} | {n} | {count_params(model):,} | {t.flops / 1e9:.1f} | "
+                     f"{t.latency_s * 1e3:.1f} | {latency_ms(model, args.repeats, 'bf16'):.1f} |")
+        print(lines[-1], flush=True)
+    (args.results / "rdsr_sweep_latency.md").write_text("\n".join(lines) + "\n")
+
+
+def held_out(point: str) -> float | None:
+    log = RUNS / point / "diffusion" / "log.jsonl"
+    rows = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    scores = [r["val_psnr"] for r in rows if "val_psnr" in r]
+    return scores[-1] if scores else None
+
+
+def score_rows(args) -> list[dict]:
+    entries = [("bicubic", "bicubic", None), ("rdsr-x4 (shipped, full budget)", "rdsr-x4", None)]
+    entries += [(p, str(f), p) for p in POINTS if (f := trained_file(p))]
+    rows = []
+    for label, spec, point in entries:
+        model = load_model(spec)
+        rows.append({"label": label, "params": count_params(model),
+                     "ms": latency_ms(model, args.repeats),
+                     "held_out": held_out(point) if point else None,
+                     **{s: evaluate_set(model, args.data, s)[0].psnr for s in SETS}})
+        print(rows[-1], flush=True)
+    return rows
+
+
+def pareto_table(args) -> None:
+    rows = score_rows(args)
+    budget = ", ".join(BUDGET)
+    lines = ["# RDSR sweep: quality against latency", "",
+             f"`benchmarks/rdsr_sweep.py table --threads {args.threads}`; each point trained by "
+             f"`configs/rdsr/x4.toml` with `{budget}` and its width and depth; 128->512 "
+             f"latency on {args.threads} threads (median of {args.repeats}, fp32 PyTorch); "
+             "PSNR-Y on the official LRx4; held-out: the training folder's 5 held-out images "
+             "at the end of training.", "",
+             "| model | params | 128->512 ms | held-out | " + " | ".join(SETS) + " |",
+             "| --- | ---: | ---: | ---: |" + " ---: |" * len(SETS)]
+    for r in rows:
+        h = f"{r['held_out']:.2f}" if r["held_out"] is not None else "-"
+        lines.append(f"| {r['label']} | {r['params']:,} | {r['ms']:.1f} | {h} | "
+                     + " | ".join(f"{r[s]:.2f}" for s in SETS) + " |")
+    lines += ["", "Published x4 scores (Set5 / B100, parameters): " + "; ".join(
+        f"{k} {a:.2f} / {b:.2f}, {p:,}" for k, (a, b, p) in LITERATURE.items())]
+    (args.results / "rdsr_pareto.md").write_text("\n".join(lines) + "\n")
+    plot(rows, args.results / "rdsr_pareto.png")
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8), sharey="row")
+    for i, s in enumerate(SETS):
+        by_ms, by_params = axes[i]
+        for r in rows:
+            marker = "s" if r["label"].startswith(("bicubic", "rdsr-x4")) else "o"
+            by_ms.plot(r["ms"], r[s], marker)
+            by_ms.annotate(r["label"], (r["ms"], r[s]), fontsize=7)
+            if r["params"]:
+                by_params.plot(r["params"], r[s], marker)
+                by_params.annotate(r["label"], (r["params"], r[s]), fontsize=7)
+        for name, (s5, b100, params) in LITERATURE.items():
+            by_params.plot(params, s5 if s == "Set5" else b100, "^", color="gray")
+            by_params.annotate(f"{name} (published)", (params, s5 if s == "Set5" else b100),
+                               fontsize=7, color="gray")
+        by_ms.set(xlabel="128->512 latency (ms, fp32, 2 threads)", ylabel=f"{s} PSNR-Y (dB)")
+        by_params.set(xlabel="parameters (deployed)", xscale="log")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["latency", "train", "table"])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=11)
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "bench")
+    parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    {"latency": latency_table, "train": lambda _: train(), "table": pareto_table}[
+        args.command](args)
+
+
+if __name__ == "__main__":
+    main()
