@@ -216,9 +216,9 @@ def test_bf16_option_runs_the_model_under_autocast():
 
 def test_self_ensemble_commutes_with_every_turn_and_keeps_an_equivariant_model():
     """A tile function that is not rotation-equivariant (a random conv + pixel shuffle, with
-    noise as a second input): its x8 ensemble is (turning the inputs turns the output, for all
-    8 turns); an equivariant function (nearest upsampling) is its own ensemble; ``upscale``
-    runs it with the option."""
+    noise as a second input): its x8 ensemble is equivariant (turning the inputs turns the
+    output, for all 8 turns); an equivariant function (nearest upsampling) is its own
+    ensemble; ``upscale`` runs it with the option."""
     import torch
 
     from fastdiffsr.upscaler import self_ensemble, upscale_tensor
