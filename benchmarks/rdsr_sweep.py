@@ -19,7 +19,6 @@ scores and parameter counts (their latency here is unknown: no weights can be do
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import subprocess
 import sys
@@ -30,6 +29,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
+from ship_model import validation_history  # noqa: E402  (benchmarks/, the script's folder)
 
 from fastdiffsr.bench import time_upscale  # noqa: E402
 from fastdiffsr.evaluation import evaluate_set  # noqa: E402
@@ -104,10 +104,9 @@ def latency_table(args) -> None:
 
 
 def held_out(point: str) -> float | None:
-    log = RUNS / point / "diffusion" / "log.jsonl"
-    rows = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
-    scores = [r["val_psnr"] for r in rows if "val_psnr" in r]
-    return scores[-1] if scores else None
+    """The last held-out PSNR-Y of the point's diffusion stage."""
+    scores = validation_history(RUNS / point).get("diffusion")
+    return scores[-1][1] if scores else None
 
 
 def score_rows(args) -> list[dict]:
