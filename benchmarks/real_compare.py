@@ -1,9 +1,14 @@
 """Side by side on degraded inputs (issue 23): for each held-out training image (the images
 every shipped model's training held out) and each named degradation, one row of the same
 detailed crop: the degraded LR as a viewer shows it (nearest x4), bicubic, each model, and the
-original; the PSNR-Y of the whole image under each.
+original; the PSNR-Y / SSIM-Y of the whole image under each. A seeded model (diffusion) is shown
+once per ``--seeds`` seed, to show what the seed changes.
 
-    .venv/bin/python benchmarks/real_compare.py --model rdsr-x4 --model rdsr-x4-real
+``--as-is`` adds rows with no ground truth: the held-out photo itself (BSDS300 and T91 images
+are JPEG-era scans and camera files, with their own blocks and noise) upscaled x4 as it is.
+
+    .venv/bin/python benchmarks/real_compare.py --model rdsr-x4 --model rdsr-x4-real \
+        --model edgesdsr-x4-real --seeds 0,1 --as-is 1
 
 writes ``benchmarks/results/real_compare.png``.
 """
@@ -22,9 +27,10 @@ import torch.nn.functional as F  # noqa: E402
 
 from fastdiffsr.data.datasets import list_images, load_pair, split_holdout  # noqa: E402
 from fastdiffsr.evaluation import busiest_crop  # noqa: E402
-from fastdiffsr.metrics import psnr_y, quantize  # noqa: E402
+from fastdiffsr.imageio import picture_to_tensor, read_image  # noqa: E402
+from fastdiffsr.metrics import psnr_y, quantize, ssim_y  # noqa: E402
 from fastdiffsr.train.trainer import TrainConfig  # noqa: E402
-from fastdiffsr.upscaler import upscale_tensor  # noqa: E402
+from fastdiffsr.upscaler import UpscaleOptions, upscale_tensor  # noqa: E402
 from fastdiffsr.zoo import load_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,33 +42,66 @@ def main() -> None:
     parser.add_argument("--degradations", default="jpeg60,noise5,realesrgan-mild")
     parser.add_argument("--images", default="0,2", help="indices among the held-out images")
     parser.add_argument("--crop", type=int, default=96, help="HR crop side")
+    parser.add_argument("--seeds", default="0", help="seeds for seeded (diffusion) models")
+    parser.add_argument("--as-is", default="", help="held-out images upscaled as they are")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/real_compare.png")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    names = ["bicubic-x4", *args.model]
-    models = [load_model(n) for n in names]
+    columns = outputs(["bicubic-x4", *args.model], [int(s) for s in args.seeds.split(",")])
     held_out = split_holdout(list_images(ROOT / "../shared/data/train"), TrainConfig.holdout)[1]
     rows = [(int(i), d) for i in args.images.split(",") for d in args.degradations.split(",")]
-    cols = len(names) + 2
+    rows += [(int(i), None) for i in args.as_is.split(",") if i]
+    cols = len(columns) + 2
     fig, axes = plt.subplots(len(rows), cols, figsize=(2.1 * cols, 2.3 * len(rows)),
                              squeeze=False)
     for r, (index, degradation) in enumerate(rows):
         path = held_out[index]
-        lr, hr = load_pair(path, None, 4, degradation, index)
-        y, x = busiest_crop(hr, args.crop)
-        shown = [(F.interpolate(lr, scale_factor=4, mode="nearest"), f"{degradation} input")]
-        for name, model in zip(names, models, strict=True):
-            sr = quantize(upscale_tensor(model, lr))
-            shown.append((sr, f"{name}\n{psnr_y(sr, hr, 4).item():.2f} dB"))
-        shown.append((hr, f"original\n{path.name}"))
-        for c, (img, title) in enumerate(shown):
-            crop = img[0, :, y : y + args.crop, x : x + args.crop].clamp(0, 1)
+        shown = row(path, index, degradation, columns, args.crop)
+        for c, (crop, title) in enumerate(shown):
             axes[r, c].imshow(crop.permute(1, 2, 0).numpy(), interpolation="nearest")
             axes[r, c].set_title(title, fontsize=8)
             axes[r, c].axis("off")
+        for c in range(len(shown), cols):
+            axes[r, c].axis("off")
     fig.tight_layout()
     fig.savefig(args.out, dpi=110)
+
+
+def outputs(names: list[str], seeds: list[int]) -> list[tuple[str, object, UpscaleOptions]]:
+    """(title, model, options) per column: a seeded model once per seed."""
+    columns = []
+    for name in names:
+        model = load_model(name)
+        for seed in seeds if model.seeded else [0]:
+            title = f"{name} seed {seed}" if model.seeded and len(seeds) > 1 else name
+            columns.append((title, model, UpscaleOptions(seed=seed)))
+    return columns
+
+
+def row(path: Path, index: int, degradation: str | None, columns: list, crop: int) -> list:
+    """(crop [3, c, c], title) per shown image. With a degradation the LR is made from the
+    image and scored against it; without one the image is the LR (no ground truth)."""
+    if degradation is None:
+        image = picture_to_tensor(read_image(path).pixels).expand(-1, 3, -1, -1)  # as it is
+        side, margin = crop // 4, 16  # the shown window and the context upscaled around it
+        y, x = busiest_crop(image, side)
+        top, left = max(y - margin, 0), max(x - margin, 0)
+        lr = image[..., top : y + side + margin, left : x + side + margin]
+        y, x, hr = 4 * (y - top), 4 * (x - left), None
+    else:
+        lr, hr = load_pair(path, None, 4, degradation, index)
+        y, x = busiest_crop(hr, crop)
+    images = [(F.interpolate(lr, scale_factor=4, mode="nearest"),
+               f"{degradation or path.name + ' as is'} input")]
+    for title, model, opts in columns:
+        sr = quantize(upscale_tensor(model, lr, opts))
+        if hr is not None:
+            title += f"\n{psnr_y(sr, hr, 4).item():.2f} dB / {ssim_y(sr, hr, 4).item():.3f}"
+        images.append((sr, title))
+    if hr is not None:
+        images.append((hr, f"original\n{path.name}"))
+    return [(img[0, :, y : y + crop, x : x + crop].clamp(0, 1), t) for img, t in images]
 
 
 if __name__ == "__main__":

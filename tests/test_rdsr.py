@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from fastdiffsr.demo import draw_scene
 from fastdiffsr.imageio import picture_to_tensor
 from fastdiffsr.methods.rdsr.model import RDSR, RDSRConfig
 from fastdiffsr.resize import imresize
+from fastdiffsr.train.recipes.rdsr import RDSRRecipe, prior_stage
 from fastdiffsr.train.run import load_recipe
 from fastdiffsr.upscaler import count_params
 from fastdiffsr.zoo import available_models, load_model
@@ -107,3 +109,16 @@ def test_same_seed_same_output_other_seed_other_prior() -> None:
     b = upscale_tensor(model, x, UpscaleOptions(seed=3))
     assert torch.equal(a, b)
     assert not torch.equal(model.estimate_prior(x, 3), model.estimate_prior(x, 4))
+
+
+@pytest.mark.parametrize("channels", [12, 48])  # 48: the x4 tail is 48 -> 48, identity included
+def test_zero_init_tail_starts_as_the_nearest_skip(channels: int) -> None:
+    cfg = dataclasses.replace(SMALL, channels=channels)
+    torch.manual_seed(0)
+    stage = prior_stage(RDSRRecipe(model=cfg, zero_init_tail=True), {})
+    lr, hr = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 32, 32)
+    nearest = torch.nn.functional.interpolate(lr, scale_factor=4, mode="nearest")
+    assert (stage.validation_sr(lr, hr) - nearest).abs().max() < 1e-6
+    stage.repd.set_explicit(False)
+    default = prior_stage(RDSRRecipe(model=cfg), {})
+    assert (default.validation_sr(lr, hr) - nearest).abs().mean() > 0.1

@@ -53,3 +53,21 @@ def test_identity_needs_equal_channels() -> None:
     a = m(x)
     m.explicit = False
     assert (a - m(x)).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("branches", BRANCHES)
+@pytest.mark.parametrize("c_in", [3, 6])
+def test_zero_makes_a_zero_kernel_that_still_trains(branches: RepBranches, c_in: int) -> None:
+    m = _conv(branches, c_in=c_in).zero_()
+    w, b = m.kernel()
+    assert w.abs().max() == 0 and b.abs().max() == 0
+    x = torch.randn(2, c_in, 8, 8)
+    for explicit in (True, False):
+        m.explicit = explicit
+        assert m(x).abs().max() < 1e-6
+    torch.optim.SGD(m.parameters(), lr=0.1).zero_grad()
+    (m(x) - torch.randn(2, 6, 8, 8)).square().mean().backward()
+    with torch.no_grad():
+        for p in m.parameters():
+            p -= 0.1 * p.grad
+    assert m.kernel()[0].abs().max() > 0  # one step moves it off zero

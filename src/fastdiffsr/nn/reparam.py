@@ -56,6 +56,21 @@ class RepConv(nn.Module):
             self.edge_scale = nn.Parameter(1e-3 * torch.randn(3 * c_out))
             self.register_buffer("edge_masks", _EDGE_MASKS.clone(), persistent=False)
 
+    def zero_(self) -> RepConv:
+        """Make the fused kernel zero (and with it the output), every branch still trainable:
+        the last layer of each branch is zeroed, so gradients reach the others once it moves;
+        where the identity branch applies, the 3x3 conv starts at minus the identity."""
+        last = [self.conv3, getattr(self, "conv1", None), getattr(self, "expand_b", None)]
+        with torch.no_grad():
+            for conv in filter(None, last):
+                conv.weight.zero_()
+                conv.bias.zero_()
+            if self.branches.edges:
+                self.edge_scale.zero_()
+            if self.branches.identity and self.c_in == self.c_out:
+                self.conv3.weight[:, :, 1, 1].sub_(torch.eye(self.c_out))
+        return self
+
     def forward(self, x: Tensor) -> Tensor:
         if not self.explicit:
             w, b = self.kernel()

@@ -27,6 +27,11 @@ class RDSRRecipe:
     prior: TrainConfig = field(default_factory=TrainConfig)
     diffusion: TrainConfig = field(default_factory=TrainConfig)
     z_loss_weight: float = 1.0
+    # RepD's tail starts as a zero kernel, the model as the nearest-neighbour skip. With the
+    # default init the summed branches grow the activations layer by layer (std 0.3 -> 2.2
+    # through a 32-channel, 8-block RepD), the first steps kill the last block's ReLUs and
+    # the model is stuck at the skip for good (the issue-25 sweep's c32-b8 point).
+    zero_init_tail: bool = False
 
 
 Recipe = RDSRRecipe
@@ -79,7 +84,10 @@ class DiffusionStage(nn.Module):
 
 def prior_stage(recipe: RDSRRecipe, weights: Mapping[str, Weights]) -> PriorStage:
     del weights
-    return PriorStage(recipe.model)
+    module = PriorStage(recipe.model)
+    if recipe.zero_init_tail:
+        module.repd.tail.zero_()
+    return module
 
 
 def diffusion_stage(recipe: RDSRRecipe, weights: Mapping[str, Weights]) -> DiffusionStage:
