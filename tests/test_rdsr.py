@@ -45,8 +45,9 @@ def _fused(model: RDSR) -> RDSR:
 
 
 @pytest.mark.parametrize("kind", ["random", "real"])
-def test_deployed_equals_unfused(kind: str) -> None:
-    model = _perturbed(SMALL)
+@pytest.mark.parametrize("negative_slope", [0.0, 0.1])
+def test_deployed_equals_unfused(kind: str, negative_slope: float) -> None:
+    model = _perturbed(dataclasses.replace(SMALL, negative_slope=negative_slope))
     x = torch.rand(1, 3, 37, 29) if kind == "random" else _real_lr()
     with torch.no_grad():
         assert (model(x) - _fused(model)(x)).abs().max() < 1e-4
@@ -61,10 +62,12 @@ def test_shipped_deployed_equals_unfused() -> None:
     assert (a - b).abs().max() < 1e-4
 
 
-def test_deployed_body_is_conv3x3_and_relu_only() -> None:
-    body = _fused(_perturbed(SMALL)).prepare(torch.rand(1, 3, 16, 16))
+@pytest.mark.parametrize(("negative_slope", "act"), [(0.0, nn.ReLU), (0.1, nn.LeakyReLU)])
+def test_deployed_body_is_conv3x3_and_relu_only(negative_slope: float, act: type) -> None:
+    cfg = dataclasses.replace(SMALL, negative_slope=negative_slope)
+    body = _fused(_perturbed(cfg)).prepare(torch.rand(1, 3, 16, 16))
     kinds = {type(m) for m in body.body}
-    assert kinds == {nn.Conv2d, nn.ReLU}
+    assert kinds == {nn.Conv2d, act}
     assert all(m.kernel_size == (3, 3) for m in body.body if isinstance(m, nn.Conv2d))
     assert SMALL.blocks + 2 == sum(isinstance(m, nn.Conv2d) for m in body.body)
 
