@@ -14,6 +14,15 @@ where it stopped (exactly). ``latency`` writes ``benchmarks/results/rdsr_sweep_l
 and B100 against the measured 128->512 latency (every trained point, the ones that lost too),
 and against parameters with the literature's light models placed by their published x4
 scores and parameter counts (their latency here is unknown: no weights can be downloaded).
+
+Before the sweep, the recipe: ``recipes`` trains today's rdsr-x4 size (c48-b10) at the same
+budget once per recipe variant into ``runs/rdsr-recipe/<variant>``, and ``recipe-table`` writes
+``benchmarks/results/rdsr_recipe.md``, each variant's held-out PSNR-Y through training (the
+training folder's held-out images only: the benchmarks play no part in choosing). The sweep's
+points are trained with ``RECIPE``, the variant chosen there.
+
+    OMP_NUM_THREADS=2 nohup .venv/bin/python benchmarks/rdsr_sweep.py recipes > runs/recipes.log &
+    .venv/bin/python benchmarks/rdsr_sweep.py recipe-table
 """
 
 from __future__ import annotations
@@ -44,6 +53,16 @@ RUNS = ROOT / "runs" / "rdsr-sweep"
 SETS = ("Set5", "B100")
 # the sweep's budget: a third of x4.toml's prior stage, its diffusion stage shortened alike
 BUDGET = ("prior.iterations=3000", "prior.val_every=1000", "diffusion.iterations=1000")
+RECIPE_RUNS = ROOT / "runs" / "rdsr-recipe"
+# variant: its overrides of x4.toml. "x4.toml" is today's recipe; the c32-b8 sweep point died
+# under it (every unit of its last block dead at the first validation, the output the skip)
+RECIPE_VARIANTS = {
+    "x4.toml": (),
+    "zero tail": ("zero_init_tail=true",),
+    "leaky ReLU 0.1": ("model.negative_slope=0.1",),
+    "zero tail + leaky ReLU 0.1": ("zero_init_tail=true", "model.negative_slope=0.1"),
+}
+RECIPE = RECIPE_VARIANTS["zero tail"]
 POINTS = {  # name: (RepD width C, FiLM blocks); c48-b10 is today's rdsr-x4 at the sweep budget
     "c32-b8": (32, 8),
     "c48-b10": (48, 10),
@@ -58,7 +77,11 @@ LITERATURE = {"FSRCNN": (30.72, 26.98, 12_000), "VDSR": (31.35, 27.29, 665_000),
 
 def overrides(point: str) -> list[str]:
     channels, blocks = POINTS[point]
-    return [*BUDGET, f"model.channels={channels}", f"model.blocks={blocks}"]
+    return [*BUDGET, *RECIPE, f"model.channels={channels}", f"model.blocks={blocks}"]
+
+
+def variant_folder(variant: str) -> Path:
+    return RECIPE_RUNS / variant.replace(" + ", "+").replace(" ", "-")
 
 
 def deployed_untrained(point: str) -> RDSR:
@@ -73,14 +96,44 @@ def trained_file(point: str) -> Path | None:
     return files[0] if files else None
 
 
+def train_run(out: Path, sets: list[str]) -> None:
+    """Train (or go on training) one run of x4.toml with these overrides, unless finished."""
+    if sorted(out.glob("*.safetensors")):
+        return
+    print(f"training {out}", flush=True)
+    subprocess.run([sys.executable, "-m", "fastdiffsr", "train", str(CONFIG), "--out", str(out),
+                    "--resume", *(a for o in sets for a in ("--set", o))], check=True)
+
+
 def train() -> None:
     for point in POINTS:
-        if trained_file(point):
-            continue
-        print(f"training {point}", flush=True)
-        subprocess.run([sys.executable, "-m", "fastdiffsr", "train", str(CONFIG),
-                        "--out", str(RUNS / point), "--resume",
-                        *(a for o in overrides(point) for a in ("--set", o))], check=True)
+        train_run(RUNS / point, overrides(point))
+
+
+def train_recipes() -> None:
+    for variant, sets in RECIPE_VARIANTS.items():
+        train_run(variant_folder(variant), [*BUDGET, *sets])
+
+
+def recipe_table(args) -> None:
+    lines = ["# RDSR recipe: one ingredient at a time", "",
+             "`benchmarks/rdsr_sweep.py recipes` then `recipe-table`: today's rdsr-x4 size "
+             f"(C 48, 10 blocks) trained by `configs/rdsr/x4.toml` with `{', '.join(BUDGET)}` "
+             "and each variant's overrides; held-out PSNR-Y (dB) of the training folder's 5 "
+             "held-out images (EMA weights; the prior stage scores the oracle, RepD on the HR "
+             "image's prior; the diffusion stage the inference model).", ""]
+    rows = {v: validation_history(variant_folder(v)) for v in RECIPE_VARIANTS}
+    columns = sorted({(stage, it) for h in rows.values() for stage, v in h.items() for it, _ in v},
+                     key=lambda c: (c[0] != "prior", c[1]))
+    lines += ["| variant | overrides | " + " | ".join(f"{s} {i}" for s, i in columns) + " |",
+              "| --- | --- |" + " ---: |" * len(columns)]
+    for variant, history in rows.items():
+        scores = {(stage, it): p for stage, v in history.items() for it, p in v}
+        cells = [f"{scores[c]:.3f}" if c in scores else "-" for c in columns]
+        sets = ", ".join(f"`{o}`" for o in RECIPE_VARIANTS[variant]) or "-"
+        lines.append(f"| {variant} | {sets} | " + " | ".join(cells) + " |")
+    (args.results / "rdsr_recipe.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
 
 
 def latency_ms(model, repeats: int, dtype: str = "fp32") -> float:
@@ -168,15 +221,16 @@ def plot(rows: list[dict], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["latency", "train", "table"])
+    parser.add_argument("command", choices=["latency", "train", "table", "recipes",
+                                            "recipe-table"])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=11)
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "bench")
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    {"latency": latency_table, "train": lambda _: train(), "table": pareto_table}[
-        args.command](args)
+    {"latency": latency_table, "train": lambda _: train(), "table": pareto_table,
+     "recipes": lambda _: train_recipes(), "recipe-table": recipe_table}[args.command](args)
 
 
 if __name__ == "__main__":
