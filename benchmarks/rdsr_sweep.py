@@ -58,8 +58,8 @@ RECIPE_RUNS = ROOT / "runs" / "rdsr-recipe"
 # under it (every unit of its last block dead at the first validation, the output the skip)
 RECIPE_VARIANTS = {
     "x4.toml": (),
-    "zero tail": ("zero_init_tail=true",),
     "leaky ReLU 0.1": ("model.negative_slope=0.1",),
+    "zero tail": ("zero_init_tail=true",),
     "zero tail + leaky ReLU 0.1": ("zero_init_tail=true", "model.negative_slope=0.1"),
 }
 RECIPE = RECIPE_VARIANTS["zero tail"]
