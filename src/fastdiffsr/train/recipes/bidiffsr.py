@@ -36,12 +36,6 @@ class BIDiffSRRecipe:
     diffusion: TrainConfig = field(default_factory=TrainConfig)
     val_sampling_steps: int = 50  # DDIM steps of the periodic validation
     train_timesteps: str = "all"  # "all" or "sampled" (the module docstring)
-    # the twin's input conv starts blind to y_t (its weights on the y_t channels zero): the
-    # UNet starts as a regressor from the condition, and the y_t path opens as training finds
-    # a use for it. With the default init the twin sat at the bicubic skip for its first 2000
-    # iterations (held-out 26.82 dB at 1000 and 2000, bicubic 26.83): at t near T, y_t is
-    # noise of std 1 beside a condition of std ~0.25, and the first conv's features are noise
-    zero_init_noise_in: bool = False
 
     def __post_init__(self) -> None:
         if self.train_timesteps not in ("all", "sampled"):
@@ -80,12 +74,7 @@ class DiffusionStage(nn.Module):
 
 def twin_stage(recipe: BIDiffSRRecipe, weights: Mapping[str, Weights]) -> DiffusionStage:
     del weights
-    module = DiffusionStage(replace(recipe.model, binarize=False), recipe)
-    if recipe.zero_init_noise_in:
-        u = recipe.model.unshuffle  # conv_in sees PixelUnshuffle_u(cat(cond, y_t)): y_t last
-        with torch.no_grad():
-            module.model.unet.conv_in.weight[:, 3 * u * u :].zero_()
-    return module
+    return DiffusionStage(replace(recipe.model, binarize=False), recipe)
 
 
 def diffusion_stage(recipe: BIDiffSRRecipe, weights: Mapping[str, Weights]) -> DiffusionStage:
