@@ -41,9 +41,11 @@ import torch  # noqa: E402
 from ship_model import validation_history  # noqa: E402  (benchmarks/, the script's folder)
 
 from fastdiffsr.bench import time_upscale  # noqa: E402
+from fastdiffsr.data.datasets import list_images, load_pair, split_holdout  # noqa: E402
 from fastdiffsr.evaluation import evaluate_set  # noqa: E402
 from fastdiffsr.methods.rdsr import RDSR  # noqa: E402
 from fastdiffsr.train.run import load_recipe  # noqa: E402
+from fastdiffsr.train.trainer import TrainConfig  # noqa: E402
 from fastdiffsr.upscaler import UpscaleOptions, count_params  # noqa: E402
 from fastdiffsr.zoo import load_model  # noqa: E402
 
@@ -115,6 +117,22 @@ def train_recipes() -> None:
         train_run(variant_folder(variant), [*BUDGET, *sets])
 
 
+def silent_channels(model: RDSR, lrs: list[torch.Tensor]) -> tuple[int, int]:
+    """(channels whose activation is never positive on any of these images, channels): over
+    the head's and every block's output in the deployed body. Under a ReLU such a channel is
+    dead (no gradient reaches it); under a leaky ReLU it still passes a slope."""
+    seen: list[torch.Tensor] = []
+    for lr in lrs:
+        x, active = lr, []
+        with torch.no_grad():
+            for layer in model.prepare(lr).body:
+                x = layer(x)
+                if not isinstance(layer, torch.nn.Conv2d):
+                    active.append(x.amax(dim=(0, 2, 3)) > 0)
+        seen = [a | b for a, b in zip(seen, active, strict=True)] if seen else active
+    return sum(int((~a).sum()) for a in seen), sum(a.numel() for a in seen)
+
+
 def recipe_table(args) -> None:
     lines = ["# RDSR recipe: one ingredient at a time", "",
              "`benchmarks/rdsr_sweep.py recipes` then `recipe-table`: today's rdsr-x4 size "
@@ -122,16 +140,22 @@ def recipe_table(args) -> None:
              "and each variant's overrides; held-out PSNR-Y (dB) of the training folder's 5 "
              "held-out images (EMA weights; the prior stage scores the oracle, RepD on the HR "
              "image's prior; the diffusion stage the inference model).", ""]
+    held_out = split_holdout(list_images(TrainConfig.data), TrainConfig.holdout)[1]
+    lrs = [load_pair(path, None, 4)[0] for path in held_out]
     rows = {v: validation_history(variant_folder(v)) for v in RECIPE_VARIANTS}
     columns = sorted({(stage, it) for h in rows.values() for stage, v in h.items() for it, _ in v},
                      key=lambda c: (c[0] != "prior", c[1]))
-    lines += ["| variant | overrides | " + " | ".join(f"{s} {i}" for s, i in columns) + " |",
-              "| --- | --- |" + " ---: |" * len(columns)]
+    lines += ["| variant | overrides | " + " | ".join(f"{s} {i}" for s, i in columns)
+              + " | silent channels |", "| --- | --- |" + " ---: |" * (len(columns) + 1)]
     for variant, history in rows.items():
         scores = {(stage, it): p for stage, v in history.items() for it, p in v}
         cells = [f"{scores[c]:.3f}" if c in scores else "-" for c in columns]
         sets = ", ".join(f"`{o}`" for o in RECIPE_VARIANTS[variant]) or "-"
-        lines.append(f"| {variant} | {sets} | " + " | ".join(cells) + " |")
+        files = sorted(variant_folder(variant).glob("*.safetensors"))
+        silent = "{} of {}".format(*silent_channels(load_model(files[0]), lrs)) if files else "-"
+        lines.append(f"| {variant} | {sets} | " + " | ".join(cells) + f" | {silent} |")
+    lines += ["", "silent channels: channels of the deployed body's activations (head and "
+              "blocks) never positive on the 5 held-out images; under a ReLU, dead."]
     (args.results / "rdsr_recipe.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
