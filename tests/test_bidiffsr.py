@@ -324,18 +324,3 @@ def test_cpu_formulation_trains_twin_then_binary_and_exports(tmp_path, train_fol
     assert _bits_keys(path)[1]
     lr = torch.rand(1, 3, 9, 7)
     assert model(lr).shape == twin(lr).shape == (1, 3, 36, 28)
-
-
-def test_zero_init_branches_starts_every_twin_biconv_as_the_identity() -> None:
-    recipe = br.BIDiffSRRecipe(model=CPU_TINY, zero_init_branches=True)
-    stage = br.twin_stage(recipe, {})
-    convs = [m for m in stage.modules() if isinstance(m, BIConv)]
-    assert convs and all(not c.binarize for c in convs)
-    g = torch.zeros(2, dtype=torch.long)
-    for conv in convs:
-        x = torch.randn(2, conv.tar.shift.shape[1], 5, 5)
-        assert torch.equal(conv(x, g), x)
-    default = br.twin_stage(br.BIDiffSRRecipe(model=CPU_TINY), {})
-    conv = next(m for m in default.modules() if isinstance(m, BIConv))
-    x = torch.randn(2, conv.tar.shift.shape[1], 5, 5)
-    assert not torch.equal(conv(x, g), x)

@@ -22,7 +22,6 @@ from torch import Tensor, nn
 
 from ...diffusion.sampling import ddim_timesteps, q_sample
 from ...methods.bidiffsr.model import BIDiffSR, BIDiffSRConfig
-from ...nn.binary import BinaryConv2d
 from ...resize import imresize
 from ...upscaler import UpscaleOptions, upscale_tensor
 from ..checkpoints import Weights, substate
@@ -37,12 +36,6 @@ class BIDiffSRRecipe:
     diffusion: TrainConfig = field(default_factory=TrainConfig)
     val_sampling_steps: int = 50  # DDIM steps of the periodic validation
     train_timesteps: str = "all"  # "all" or "sampled" (the module docstring)
-    # the twin's BIConvs start as the identity (their conv weights zero, as ADM zero-initialises
-    # the last conv of each residual branch). With the default init the paper's summing
-    # fusions grow the activations' std from 0.4 after conv_in to 66 in the decoder, and the
-    # twin sat at the bicubic skip for its first 2000 iterations (held-out 26.82 dB at 1000
-    # and 2000, bicubic 26.83)
-    zero_init_branches: bool = False
 
     def __post_init__(self) -> None:
         if self.train_timesteps not in ("all", "sampled"):
@@ -81,12 +74,7 @@ class DiffusionStage(nn.Module):
 
 def twin_stage(recipe: BIDiffSRRecipe, weights: Mapping[str, Weights]) -> DiffusionStage:
     del weights
-    module = DiffusionStage(replace(recipe.model, binarize=False), recipe)
-    if recipe.zero_init_branches:
-        for m in module.modules():
-            if isinstance(m, BinaryConv2d):
-                nn.init.zeros_(m.weight)
-    return module
+    return DiffusionStage(replace(recipe.model, binarize=False), recipe)
 
 
 def diffusion_stage(recipe: BIDiffSRRecipe, weights: Mapping[str, Weights]) -> DiffusionStage:
