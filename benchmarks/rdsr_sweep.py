@@ -155,7 +155,8 @@ def recipe_table(args) -> None:
         silent = "{} of {}".format(*silent_channels(load_model(files[0]), lrs)) if files else "-"
         lines.append(f"| {variant} | {sets} | " + " | ".join(cells) + f" | {silent} |")
     lines += ["", "silent channels: channels of the deployed body's activations (head and "
-              "blocks) never positive on the 5 held-out images; under a ReLU, dead."]
+              "blocks) never positive on the 5 held-out images; under a ReLU, dead. "
+              "-: not trained (yet)."]
     (args.results / "rdsr_recipe.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
