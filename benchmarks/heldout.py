@@ -1,7 +1,7 @@
 """Held-out scores of a trained model under inference settings (sampling steps, LR tile side,
-x8 self-ensemble): the
-images its training run held out (``split_holdout`` of the training folder, as the trainer's
-validation), so settings are chosen without touching the benchmark sets.
+x8 self-ensemble): the images its training run held out (``split_holdout`` of the training
+folder, as the trainer's validation), so settings are chosen without touching the benchmark
+sets.
 
     .venv/bin/python benchmarks/heldout.py -n runs/bidiffsr-x4/bidiffsr-x4.safetensors \
         --sampling-steps 50,20,10 --tiles 64,128 --threads 2

@@ -8,7 +8,7 @@ once per ``--seeds`` seed, to show what the seed changes.
 are JPEG-era scans and camera files, with their own blocks and noise) upscaled x4 as it is.
 
     .venv/bin/python benchmarks/real_compare.py --model rdsr-x4 --model rdsr-x4-real \
-        --model edgesdsr-x4-real --seeds 0,1 --as-is 1
+        --model edgesdsr-x4 --seeds 0,1 --as-is 1
 
 writes ``benchmarks/results/real_compare.png``.
 """

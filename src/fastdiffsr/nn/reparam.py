@@ -68,7 +68,8 @@ class RepConv(nn.Module):
             if self.branches.edges:
                 self.edge_scale.zero_()
             if self.branches.identity and self.c_in == self.c_out:
-                self.conv3.weight[:, :, 1, 1].sub_(torch.eye(self.c_out))
+                w = self.conv3.weight
+                w[:, :, 1, 1].sub_(torch.eye(self.c_out, device=w.device, dtype=w.dtype))
         return self
 
     def forward(self, x: Tensor) -> Tensor:

@@ -49,8 +49,9 @@ class RDSRConfig:
     timesteps: int = 4  # T
     beta_start: float = 0.1  # DiffIR's linear schedule
     beta_end: float = 0.99
-    # 0: ReLU (the paper's). > 0: a leaky ReLU, whose units cannot die: the shipped rdsr-x4's
-    # head has 13-15 of its 48 channels alive on an image, its last block 22
+    # 0: ReLU (the paper's). > 0: a leaky ReLU, whose units cannot die (the shipped rdsr-x4
+    # has 94 of its 528 channels dead on the held-out images); at the sweep budget 0.1 leaves
+    # 38 silent but scores 0.02 dB lower (benchmarks/results/rdsr_recipe.md)
     negative_slope: float = 0.0
 
     RANGES: ClassVar = {"scale": (1, 8), "channels": (1, 1024), "blocks": (1, 256),
@@ -182,7 +183,8 @@ class SkipPixelShuffle(nn.Module):
 
 
 class DeployedBody(nn.Module):
-    """One image's RepD with its prior folded in: Sequential(Conv2d 3x3, ReLU, ...) + upsampler."""
+    """One image's RepD with its prior folded in: Sequential(Conv2d 3x3, (leaky) ReLU, ...) +
+    upsampler."""
 
     def __init__(self, convs: list[nn.Conv2d], scale: int, negative_slope: float = 0.0):
         super().__init__()
