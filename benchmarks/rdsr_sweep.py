@@ -93,14 +93,15 @@ def deployed_untrained(point: str) -> RDSR:
     return model
 
 
-def trained_file(point: str) -> Path | None:
-    files = sorted((RUNS / point).glob("*.safetensors"))
+def trained_file(run: Path) -> Path | None:
+    """The run's exported model file, once its last stage has finished."""
+    files = sorted(run.glob("*.safetensors"))
     return files[0] if files else None
 
 
 def train_run(out: Path, sets: list[str]) -> None:
     """Train (or go on training) one run of x4.toml with these overrides, unless finished."""
-    if sorted(out.glob("*.safetensors")):
+    if trained_file(out):
         return
     print(f"training {out}", flush=True)
     subprocess.run([sys.executable, "-m", "fastdiffsr", "train", str(CONFIG), "--out", str(out),
@@ -151,8 +152,8 @@ def recipe_table(args) -> None:
         scores = {(stage, it): p for stage, v in history.items() for it, p in v}
         cells = [f"{scores[c]:.3f}" if c in scores else "-" for c in columns]
         sets = ", ".join(f"`{o}`" for o in RECIPE_VARIANTS[variant]) or "-"
-        files = sorted(variant_folder(variant).glob("*.safetensors"))
-        silent = "{} of {}".format(*silent_channels(load_model(files[0]), lrs)) if files else "-"
+        file = trained_file(variant_folder(variant))
+        silent = "{} of {}".format(*silent_channels(load_model(file), lrs)) if file else "-"
         lines.append(f"| {variant} | {sets} | " + " | ".join(cells) + f" | {silent} |")
     lines += ["", "silent channels: channels of the deployed body's activations (head and "
               "blocks) never positive on the 5 held-out images; under a ReLU, dead. "
@@ -189,7 +190,7 @@ def held_out(point: str) -> float | None:
 
 def score_rows(args) -> list[dict]:
     entries = [("bicubic", "bicubic", None), ("rdsr-x4 (shipped, full budget)", "rdsr-x4", None)]
-    entries += [(p, str(f), p) for p in POINTS if (f := trained_file(p))]
+    entries += [(p, str(f), p) for p in POINTS if (f := trained_file(RUNS / p))]
     rows = []
     for label, spec, point in entries:
         model = load_model(spec)
