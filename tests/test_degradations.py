@@ -155,6 +155,33 @@ def test_the_plain_path_is_the_bicubic_downscale_with_noise_and_jpeg():
     assert 0 < sum(near) < 16  # both paths are drawn
 
 
+def test_the_plain_path_applies_noise_and_jpeg_each_with_its_own_probability():
+    """Probability 0 skips an operation, 1 applies it: neither gives the clean LR, JPEG alone
+    gives exactly the clean LR saved at that quality, noise alone leaves no flat area flat."""
+    hr = pattern()
+    clean = imresize(hr, 0.25, uint8_passes=True)
+    second = Stage(noise_sigma=(5.0, 5.0), gaussian_noise_prob=1.0, jpeg_quality=(60, 60))
+
+    def plain(noise_prob: float, jpeg_prob: float) -> torch.Tensor:
+        cfg = Degradation(second=second, plain_prob=1.0, plain_noise_prob=noise_prob,
+                          plain_jpeg_prob=jpeg_prob)
+        return degrade(hr, 4, 0, cfg)
+
+    assert torch.equal(plain(0, 0), clean)
+    assert torch.equal(plain(0, 1), jpeg(clean, 60))
+    noisy = plain(1, 0)
+    assert 3 / 255 < float((noisy - clean).std()) < 7 / 255
+    assert not torch.equal(plain(1, 1), jpeg(clean, 60))
+
+
+def test_the_photo_mix_keeps_some_inputs_clean():
+    """photo-mix trains on clean LR too: about a fifth of its draws are exactly the clean LR."""
+    hr = pattern()
+    clean = imresize(hr, 0.25, uint8_passes=True)
+    same = sum(torch.equal(NAMED["photo-mix"](hr, 4, s), clean) for s in range(60))
+    assert 3 <= same <= 24
+
+
 def test_training_pairs_take_the_degradation_reproducibly(train_folder):
     from fastdiffsr.data.datasets import HRPatches, PatchSpec, list_images, make_lr
 
@@ -188,8 +215,9 @@ def test_models_say_which_input_they_were_trained_for():
     assert trained_for(real) == "real-world photos (realesrgan-mild)"
 
 
-@pytest.mark.parametrize("config", ["rdsr/x4-real.toml", "edgesdsr/fast-real.toml"])
-def test_the_real_configs_degrade_every_stage_that_trains(config):
+@pytest.mark.parametrize(("config", "degradation"), [
+    ("rdsr/x4-real.toml", "photo-mix"), ("edgesdsr/fast-real.toml", "realesrgan-photo")])
+def test_the_real_configs_degrade_every_stage_that_trains(config, degradation):
     from pathlib import Path
 
     from fastdiffsr.train.run import load_recipe
@@ -197,4 +225,4 @@ def test_the_real_configs_degrade_every_stage_that_trains(config):
     _, _, recipe = load_recipe(Path(__file__).resolve().parents[1] / "configs" / config)
     stages = [v for v in vars(recipe).values() if hasattr(v, "degradation")]
     trained = [s for s in stages if s.iterations > 0]
-    assert trained and all(s.degradation == "realesrgan-photo" for s in trained)
+    assert trained and all(s.degradation == degradation for s in trained)

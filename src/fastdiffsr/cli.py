@@ -20,7 +20,8 @@ DEFAULT_BENCH_DATA = Path("../shared/data/bench")
 MAX_SIDE = 16384  # LR pixels: a tile or benchmark side beyond this is a typo, not a plan
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed's range
 # data.degradations.NAMED's keys (tested equal), here so that --help needs no torch
-DEGRADATIONS = ("jpeg60", "noise5", "realesrgan-mild", "realesrgan-severe", "realesrgan-photo")
+DEGRADATIONS = ("jpeg60", "noise5", "realesrgan-mild", "realesrgan-severe", "realesrgan-photo",
+                "photo-mix")
 
 
 class Parser(argparse.ArgumentParser):
