@@ -290,6 +290,27 @@ def test_sampled_train_timesteps_are_the_samplers() -> None:
         br.BIDiffSRRecipe(train_timesteps="sampeld")
 
 
+def test_a_quiet_twin_starts_as_the_bicubic_skip_blind_to_y_t_and_moves_off_it() -> None:
+    """quiet_init: the twin's prediction is exactly zero at first and y_t has no effect on
+    conv_in; one training step moves the output conv; the default init is neither."""
+    recipe = br.BIDiffSRRecipe(model=CPU_TINY, quiet_init=True)
+    stage = br.twin_stage(recipe, {})
+    unet, lr = stage.model.unet, torch.rand(2, 3, 8, 8)
+    cond, t = imresize(lr, 4), torch.full((2,), TINY.timesteps - 1)
+    with torch.no_grad():
+        assert torch.equal(unet(torch.randn(2, 3, 32, 32), cond, t), torch.zeros(2, 3, 32, 32))
+        x = F.pixel_unshuffle(torch.cat([cond, torch.zeros_like(cond)], 1), CPU_TINY.unshuffle)
+        y = F.pixel_unshuffle(torch.cat([cond, torch.randn_like(cond)], 1), CPU_TINY.unshuffle)
+        assert torch.equal(unet.conv_in(x), unet.conv_in(y))
+    opt = torch.optim.Adam(stage.parameters(), lr=1e-3)
+    hr = torch.rand(2, 3, 32, 32)
+    stage(imresize(hr, 0.25), hr)[0].backward()
+    opt.step()
+    assert unet.conv_out.weight.abs().sum() > 0
+    default = br.twin_stage(replace(recipe, quiet_init=False), {}).model.unet
+    assert default.conv_out.weight.abs().sum() > 0
+
+
 def test_twin_is_full_precision_and_initialises_the_binary_network() -> None:
     """The twin convolves real activations with real weights; the binary network loads its
     state as it is (same parameters) and binarizes it; the twin has nothing to pack."""
