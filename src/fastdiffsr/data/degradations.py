@@ -81,10 +81,11 @@ def _mild() -> Degradation:
 
 
 def _photo() -> Degradation:
-    """What ``rdsr-x4-real`` trains on: the mild chain for half the samples, the plain path for
-    the other half (a photo resized and shared once, blurred or not). Measured on the held-out
-    images: three quarters plain with noise 1-10 and JPEG 40-95 (4500 + 1000 iterations) was no
-    better (clean 26.96 / JPEG 60 26.15 / noise 5 26.82 dB against 27.04 / 26.15 / 26.88)."""
+    """What the first ``rdsr-x4-real`` trained on: the mild chain for half the samples, the
+    plain path for the other half (a photo resized and shared once, blurred or not). Measured
+    on the held-out images: three quarters plain with noise 1-10 and JPEG 40-95 (4500 + 1000
+    iterations) was no better (clean 26.96 / JPEG 60 26.15 / noise 5 26.82 dB against 27.04 /
+    26.15 / 26.88)."""
     return replace(_mild(), plain_prob=0.5)
 
 
