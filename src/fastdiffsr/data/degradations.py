@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import dataclass, replace
+from functools import cache
 
 import numpy as np
 import torch
@@ -72,6 +73,7 @@ class Degradation:
     plain_jpeg_prob: float = 1.0
 
 
+@cache  # each preset is built once: the named degradations ask for it per sample
 def _mild() -> Degradation:
     """Real-ESRGAN's model with every range narrowed toward the clean end (a phone photo
     shared once): no second blur, light noise, JPEG 60-95."""
@@ -80,6 +82,7 @@ def _mild() -> Degradation:
     return Degradation(stage, replace(stage, blur_prob=0.0), final_sinc_prob=0.3)
 
 
+@cache
 def _photo() -> Degradation:
     """What the first ``rdsr-x4-real`` trained on: the mild chain for half the samples, the
     plain path for the other half (a photo resized and shared once, blurred or not). Measured
@@ -89,6 +92,7 @@ def _photo() -> Degradation:
     return replace(_mild(), plain_prob=0.5)
 
 
+@cache
 def _mix() -> Degradation:
     """What ``rdsr-x4-real`` trains on since the photo mix above lost 2 dB on clean Set5 and
     scored below rdsr-x4 on noise 5 (every plain sample had both noise and JPEG, so the model
