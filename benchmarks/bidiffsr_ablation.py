@@ -3,8 +3,12 @@ full-precision twin against the binary network initialised from it, and the bina
 1 / 4 / 10 sampling steps. Both models come from one training folder (the twin stage's weights
 with the recipe it trained with, ``OUT/twin/recipe.json``, and the exported model).
 
+Each ``--twin-run`` adds the twin of another training folder at its own formulation and default
+sampling steps: formulations compared at one budget (the twin stage alone, the same iterations).
+
     .venv/bin/fastdiffsr train configs/bidiffsr/x4.toml --out runs/bidiffsr-x4
-    .venv/bin/python benchmarks/bidiffsr_ablation.py --run runs/bidiffsr-x4 --threads 2
+    .venv/bin/python benchmarks/bidiffsr_ablation.py --run runs/bidiffsr-x4 --threads 2 \
+        [--twin-run runs/bidiffsr-paper-form --twin-run runs/bidiffsr-ours-1000]
 """
 
 from __future__ import annotations
@@ -25,10 +29,21 @@ ROOT = Path(__file__).resolve().parents[1]
 SETS = ("Set5", "B100")
 
 
+def formulation(recipe) -> str:
+    """The recipe's formulation in words (the model config's switches and the recipe's)."""
+    m = recipe.model
+    target = "residual over bicubic" if m.residual else "HR"
+    start = "quiet" if recipe.quiet_init else "default"
+    return (f"{m.prediction}-prediction of the {target}, {m.spacing} steps, "
+            f"t {recipe.train_timesteps}, {start} init")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, required=True, help="training folder of bidiffsr-x4")
+    parser.add_argument("--twin-run", type=Path, action="append", default=[],
+                        help="another training folder whose twin is a row (repeatable)")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "bench")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path,
@@ -38,19 +53,26 @@ def main() -> None:
     _, name, recipe = stage_recipe(args.run, "twin")
     twin = twin_model(recipe, load_stages(args.run, ["twin"])).eval()
     binary = load_model(args.run / f"{name}.safetensors")
-    rows = ["| model | iterations | sampling steps | " + " | ".join(SETS) + " |",
-            "| --- | ---: | ---: |" + " ---: |" * len(SETS)]
-    runs = [("full-precision twin", twin, recipe.twin.iterations, 1)]
-    runs += [("binary, initialised from the twin (the exported model)", binary,
+    rows = ["| model | formulation | iterations | sampling steps | " + " | ".join(SETS) + " |",
+            "| --- | --- | ---: | ---: |" + " ---: |" * len(SETS)]
+    ours = formulation(recipe)
+    runs = [("full-precision twin", ours, twin, recipe.twin.iterations, 1)]
+    runs += [("binary, initialised from the twin (the exported model)", ours, binary,
               f"{recipe.twin.iterations} + {recipe.diffusion.iterations}", n) for n in (1, 4, 10)]
-    for label, model, iterations, steps in runs:
+    for other in args.twin_run:
+        _, _, r = stage_recipe(other, "twin")
+        runs.append((f"full-precision twin (`{other}`)", formulation(r),
+                     twin_model(r, load_stages(other, ["twin"])).eval(), r.twin.iterations,
+                     r.model.sampling_steps))
+    for label, form, model, iterations, steps in runs:
         opts = UpscaleOptions(sampling_steps=steps)
         scores = [evaluate_set(model, args.data, s, opts)[0].psnr for s in SETS]
-        rows.append(f"| {label} | {iterations} | {steps} | "
+        rows.append(f"| {label} | {form} | {iterations} | {steps} | "
                     + " | ".join(f"{p:.2f}" for p in scores) + " |")
     text = "\n".join([
         "# BI-DiffSR ablation (PSNR-Y dB, official LRx4, seed 0)", "",
-        f"Written by `benchmarks/bidiffsr_ablation.py --run {args.run}` ({args.threads} threads).",
+        f"Written by `benchmarks/bidiffsr_ablation.py --run {args.run}"
+        + "".join(f" --twin-run {r}" for r in args.twin_run) + f"` ({args.threads} threads).",
         "", *rows, ""])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
