@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import struct
 import zlib
@@ -627,7 +628,10 @@ def test_png16_bomb_does_not_inflate(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- metadata
 
 
+@functools.cache
 def _profile() -> bytes:
+    """An sRGB ICC profile, made once: lcms stamps each new profile with the time of day, so two
+    made a second apart differ (the test that compared two of them failed now and then)."""
     from PIL import ImageCms
 
     return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
