@@ -81,8 +81,10 @@ def layer_rows(name: str, packed: BIDiffSR, side: int, repeats: int) -> list[str
     hooks = [m.register_forward_hook(record)
              for m in packed.modules() if isinstance(m, PackedBinaryConv2d)]
     x, t = torch.randn(1, 3, side, side), torch.tensor([1000])
+    set_path(packed, "float")  # on the kernel path a BIConv runs fused, never calling its conv
     with torch.inference_mode():
         packed.unet(x, x, t)
+    set_path(packed, "auto")
     for h in hooks:
         h.remove()
     rows = []
