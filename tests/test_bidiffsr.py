@@ -28,7 +28,7 @@ from fastdiffsr.tiling import tile_starts
 from fastdiffsr.train.checkpoints import load_stages
 from fastdiffsr.train.recipes import bidiffsr as br
 from fastdiffsr.train.run import load_recipe, run
-from fastdiffsr.upscaler import UpscaleOptions
+from fastdiffsr.upscaler import UpscaleOptions, measure_flops, upscale_tensor
 from fastdiffsr.zoo import load_model, save_model
 
 from .conftest import tile_noise_received
@@ -153,6 +153,21 @@ def test_packed_model_matches_training_form_and_bitwise_matches_simulated() -> N
         bitwise = packed.unet(x, c, t)
     assert (ref - simulated).abs().max() < 1e-4
     assert (bitwise - simulated).abs().max() < 1e-5
+
+
+def test_flops_count_the_binary_convs_the_compiled_kernel_runs() -> None:
+    """torch's flop counter cannot see the XNOR kernel: ``measure_flops`` runs the packed convs
+    on their float path for the count, so the deployed model counts as its training form, and
+    each layer's path is back where it was."""
+    model = _model()
+    packed = copy.deepcopy(model)
+    packed.fuse()
+    layers = [m for m in packed.modules() if isinstance(m, PackedBinaryConv2d)]
+    layers[0].path = "torch"
+    x = torch.rand(1, 3, 16, 16)
+    assert (measure_flops(packed, lambda: upscale_tensor(packed, x))
+            == measure_flops(model, lambda: upscale_tensor(model, x)) > 0)
+    assert [m.path for m in layers] == ["torch"] + ["auto"] * (len(layers) - 1)
 
 
 def _bits_keys(path: Path) -> tuple[list[str], list[str]]:

@@ -131,7 +131,7 @@ def time_upscale(model: Upscaler, lr_side: int, repeats: int = 5,
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
-    flops = measure_flops(lambda: upscale_tensor(model, x, opts))
+    flops = measure_flops(model, lambda: upscale_tensor(model, x, opts))
     diffusion = model.default_sampling_steps > 0
     steps = (opts.sampling_steps or model.default_sampling_steps) if diffusion else 0
     return Timing(lr_side, statistics.median(times), flops, tiles[-1], steps)

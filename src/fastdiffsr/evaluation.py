@@ -96,7 +96,7 @@ def model_cost(model: Upscaler, lr_side: int = 128, opts: UpscaleOptions = DEFAU
     device = model_device(model)
     x = torch.rand(1, 3, lr_side, lr_side, device=device)
     return {"params": count_params(model),
-            "flops": measure_flops(lambda: upscale_tensor(model, x, opts))}
+            "flops": measure_flops(model, lambda: upscale_tensor(model, x, opts))}
 
 
 def write_report(folder: Path, model_name: str, results: list[SetResult], cost: dict,

@@ -336,16 +336,21 @@ def count_params(module: nn.Module) -> int:
 
 
 @torch.no_grad()
-def measure_flops(fn: Callable[[], object]) -> int:
-    """FLOPs of one call counted by ``torch.utils.flop_counter`` (2 per multiply-add).
+def measure_flops(model: nn.Module, fn: Callable[[], object]) -> int:
+    """FLOPs of one call of ``fn`` (running ``model``) counted by ``torch.utils.flop_counter``
+    (2 per multiply-add).
 
     Attention runs with SDPA's math backend, whose matmuls the counter sees (it has no formula
-    for the fused CPU kernel and would count attention as 0).
+    for the fused CPU kernel and would count attention as 0). Binary convolutions run as the
+    float convolutions they equal (``nn.binary.float_path``), so they count as float
+    multiply-adds; the compiled XNOR kernel would count as 0.
     """
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
+    from .nn.binary import float_path
+
     counter = FlopCounterMode(display=False)
-    with counter, sdpa_kernel([SDPBackend.MATH]):
+    with counter, sdpa_kernel([SDPBackend.MATH]), float_path(model):
         fn()
     return counter.get_total_flops()

@@ -27,7 +27,8 @@ Feature maps are [B, C, H, W]; ``g`` is the timestep group of each sample [B] (l
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -374,6 +375,22 @@ def xnor_conv2d(x: Tensor, bits: Tensor, scale: Tensor, kernel: int, chunk: int 
 # --- size: binary and full-precision parts ----------------------------------------------
 
 
+@contextmanager
+def float_path(model: nn.Module) -> Iterator[None]:
+    """Run ``model``'s packed binary convs as float convs on the unpacked +-1 kernel (the same
+    results, bit for bit) for the duration: what torch's flop counter can see, where the
+    compiled kernel is an opaque op it counts as 0."""
+    packed = [m for m in model.modules() if isinstance(m, PackedBinaryConv2d)]
+    paths = [m.path for m in packed]
+    for m in packed:
+        m.path = "float"
+    try:
+        yield
+    finally:
+        for m, path in zip(packed, paths, strict=True):
+            m.path = path
+
+
 @dataclass(frozen=True)
 class BinaryComplexity:
     """Parameters and multiply-adds of one call, split into binary-conv and full-precision."""
@@ -425,16 +442,10 @@ def binary_complexity(model: nn.Module, run: Callable[[], object]) -> BinaryComp
 
     counted = (BinaryConv2d, PackedBinaryConv2d, nn.GroupNorm)
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, counted)]
-    packed = [m for m in binary if isinstance(m, PackedBinaryConv2d)]
-    paths = [m.path for m in packed]
-    for m in packed:
-        m.path = "float"  # the counter sees torch's convs, not the compiled kernel
     try:
-        flops = measure_flops(run)
+        flops = measure_flops(model, run)
     finally:
         for h in handles:
             h.remove()
-        for m, path in zip(packed, paths, strict=True):
-            m.path = path
     fp_macs = flops // 2 - count["binary"] + count["norm"]
     return BinaryComplexity(binary_params, fp_params, count["binary"], fp_macs)
