@@ -32,7 +32,7 @@ from torch import nn
 
 from fastdiffsr.evaluation import evaluate_set
 from fastdiffsr.methods.bidiffsr import BIDiffSR
-from fastdiffsr.nn.binary import PackedBinaryConv2d, binary_complexity
+from fastdiffsr.nn.binary import PackedBinaryConv2d, binary_complexity, float_path
 from fastdiffsr.train.run import load_recipe
 from fastdiffsr.upscaler import UpscaleOptions
 from fastdiffsr.zoo import load_model, save_model
@@ -81,10 +81,9 @@ def layer_rows(name: str, packed: BIDiffSR, side: int, repeats: int) -> list[str
     hooks = [m.register_forward_hook(record)
              for m in packed.modules() if isinstance(m, PackedBinaryConv2d)]
     x, t = torch.randn(1, 3, side, side), torch.tensor([1000])
-    set_path(packed, "float")  # on the kernel path a BIConv runs fused, never calling its conv
-    with torch.inference_mode():
+    # on the kernel path a BIConv runs fused, never calling its conv (nor the hooks)
+    with torch.inference_mode(), float_path(packed):
         packed.unet(x, x, t)
-    set_path(packed, "auto")
     for h in hooks:
         h.remove()
     rows = []
