@@ -38,6 +38,15 @@ def formulation(recipe) -> str:
             f"t {recipe.train_timesteps}, {start} init")
 
 
+def twin_row(run: Path, label: str) -> tuple:
+    """(label, formulation, model, iterations, sampling steps) of ``run``'s trained twin, at its
+    recipe's default sampling steps."""
+    _, _, recipe = stage_recipe(run, "twin")
+    model = twin_model(recipe, load_stages(run, ["twin"])).eval()
+    return (label, formulation(recipe), model, recipe.twin.iterations,
+            recipe.model.sampling_steps)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -51,19 +60,14 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     _, name, recipe = stage_recipe(args.run, "twin")
-    twin = twin_model(recipe, load_stages(args.run, ["twin"])).eval()
     binary = load_model(args.run / f"{name}.safetensors")
     rows = ["| model | formulation | iterations | sampling steps | " + " | ".join(SETS) + " |",
             "| --- | --- | ---: | ---: |" + " ---: |" * len(SETS)]
-    ours = formulation(recipe)
-    runs = [("full-precision twin", ours, twin, recipe.twin.iterations, 1)]
-    runs += [("binary, initialised from the twin (the exported model)", ours, binary,
-              f"{recipe.twin.iterations} + {recipe.diffusion.iterations}", n) for n in (1, 4, 10)]
-    for other in args.twin_run:
-        _, _, r = stage_recipe(other, "twin")
-        runs.append((f"full-precision twin (`{other}`)", formulation(r),
-                     twin_model(r, load_stages(other, ["twin"])).eval(), r.twin.iterations,
-                     r.model.sampling_steps))
+    runs = [twin_row(args.run, "full-precision twin")]
+    runs += [("binary, initialised from the twin (the exported model)", formulation(recipe),
+              binary, f"{recipe.twin.iterations} + {recipe.diffusion.iterations}", n)
+             for n in (1, 4, 10)]
+    runs += [twin_row(other, f"full-precision twin (`{other}`)") for other in args.twin_run]
     for label, form, model, iterations, steps in runs:
         opts = UpscaleOptions(sampling_steps=steps)
         scores = [evaluate_set(model, args.data, s, opts)[0].psnr for s in SETS]
