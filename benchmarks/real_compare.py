@@ -2,7 +2,8 @@
 every shipped model's training held out) and each named degradation, one row of the same
 detailed crop: the degraded LR as a viewer shows it (nearest x4), bicubic, each model, and the
 original; the PSNR-Y / SSIM-Y of the whole image under each. A seeded model (diffusion) is shown
-once per ``--seeds`` seed, to show what the seed changes.
+once per ``--seeds`` seed, to show what the seed changes; ``--model NAME@STEPS`` runs it at
+STEPS sampling steps instead of its default.
 
 ``--as-is`` adds rows with no ground truth: the held-out photo itself (BSDS300 and T91 images
 are JPEG-era scans and camera files, with their own blocks and noise) upscaled x4 as it is.
@@ -38,7 +39,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", action="append", required=True, help="zoo name or file")
+    parser.add_argument("--model", action="append", required=True,
+                        help="zoo name or file, NAME@STEPS for STEPS sampling steps")
     parser.add_argument("--degradations", default="jpeg60,noise5,realesrgan-mild")
     parser.add_argument("--images", default="0,2", help="indices among the held-out images")
     parser.add_argument("--crop", type=int, default=96, help="HR crop side")
@@ -68,14 +70,18 @@ def main() -> None:
     fig.savefig(args.out, dpi=110)
 
 
-def outputs(names: list[str], seeds: list[int]) -> list[tuple[str, object, UpscaleOptions]]:
-    """(title, model, options) per column: a seeded model once per seed."""
+def outputs(specs: list[str], seeds: list[int]) -> list[tuple[str, object, UpscaleOptions]]:
+    """(title, model, options) per column of each ``NAME[@STEPS]``: a seeded model once per
+    seed."""
     columns = []
-    for name in names:
+    for spec in specs:
+        name, _, steps = spec.partition("@")
         model = load_model(name)
         for seed in seeds if model.seeded else [0]:
-            title = f"{name} seed {seed}" if model.seeded and len(seeds) > 1 else name
-            columns.append((title, model, UpscaleOptions(seed=seed)))
+            title = f"{name}, {steps} steps" if steps else name
+            title += f" seed {seed}" if model.seeded and len(seeds) > 1 else ""
+            opts = UpscaleOptions(seed=seed, sampling_steps=int(steps) if steps else None)
+            columns.append((title, model, opts))
     return columns
 
 
