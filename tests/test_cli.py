@@ -344,6 +344,27 @@ def test_ignored_flags_get_one_warning(mixed_dir, tmp_path, capsys):
     assert code == 0 and "warning" not in err
 
 
+def test_a_compressed_jpeg_gets_one_note_naming_the_real_photo_model(tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    pic = Picture(np.random.default_rng(0).random((H, W, 3), np.float32), None, 8)
+    for name, quality in (("a.jpg", 60), ("b.jpg", 50), ("c.jpg", 95)):
+        write_image(folder / name, pic, quality=quality)
+
+    def notes(model: str, src: Path) -> list[str]:
+        out = tmp_path / f"out-{model}-{src.name}"
+        code, _, err = _run(capsys, "upscale", "-i", src, "-o", out, "-n", model, "-q")
+        assert code == 0
+        return [line for line in err.splitlines() if line.startswith("note:")]
+
+    note = notes("rdsr-x4", folder)  # trained on clean input: once per run, the first file
+    assert len(note) == 1 and "a.jpg" in note[0] and "quality 60" in note[0]
+    assert "-n rdsr-x4-real" in note[0]
+    assert notes("rdsr-x4", folder / "c.jpg") == []  # quality 95: a camera's, no blocks
+    assert notes("rdsr-x4-real", folder) == []  # trained for compressed photos
+    assert notes("bicubic", folder) == []  # interpolation sharpens nothing
+
+
 def test_upscale_help_lists_the_models_and_every_default(capsys):
     with pytest.raises(SystemExit):
         main(["upscale", "--help"])

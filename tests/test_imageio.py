@@ -390,6 +390,21 @@ def test_jpeg_drops_alpha_and_16bit(tmp_path: Path) -> None:
     assert np.abs(back.pixels - pic.pixels).mean() < 0.02
 
 
+@pytest.mark.parametrize("quality", [5, 30, 60, 75, 90, 100])
+def test_jpeg_quality_is_read_back(tmp_path: Path, quality: int) -> None:
+    pic = Picture(_smooth(24, 32, 3), None, 8)
+    assert read_image(write_image(tmp_path / "q.jpg", pic, quality=quality)).meta.jpeg_quality \
+        == quality
+    assert read_image(write_image(tmp_path / "q.png", pic)).meta.jpeg_quality is None
+
+
+def test_jpeg_quality_of_other_tables_is_the_nearest(tmp_path: Path) -> None:
+    """An encoder's own tables (Pillow's Photoshop-like presets) get a quality near theirs."""
+    path = tmp_path / "preset.jpg"
+    Image.fromarray((_smooth(24, 32, 3) * 255).astype(np.uint8)).save(path, quality="web_low")
+    assert 50 <= read_image(path).meta.jpeg_quality <= 70  # web_low is Photoshop's 'low'
+
+
 def test_jpeg_cmyk_reads_as_rgb(tmp_path: Path) -> None:
     path = tmp_path / "cmyk.jpg"
     Image.new("CMYK", (8, 6), (0, 255, 255, 0)).save(path)  # pure red in CMYK

@@ -13,6 +13,7 @@ inserting metadata chunks into a 16-bit PNG (no library writes both).
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import secrets
@@ -93,6 +94,7 @@ class ImageMeta:
     exif: bytes | None = None
     dpi: tuple[float, float] | None = None
     text: dict[str, str] = field(default_factory=dict)  # PNG tEXt / iTXt chunks
+    jpeg_quality: int | None = None  # a JPEG's quality (jpeg_quality), not written to outputs
 
 
 @dataclass(frozen=True, eq=False)
@@ -190,8 +192,38 @@ def _metadata(img: Image.Image) -> tuple[ImageMeta, int]:
     # a PNG's text chunks before its image data (those after it would need a full decode)
     text = {k: str(v) for k, v in img.info.items() if isinstance(v, str)}
     return ImageMeta(icc_profile=img.info.get("icc_profile") or None, exif=exif_bytes,
-                     dpi=dpi,
-                     text=text if img.format == "PNG" else {}), orientation
+                     dpi=dpi, text=text if img.format == "PNG" else {},
+                     jpeg_quality=jpeg_quality(img)), orientation
+
+
+def jpeg_quality(img: Image.Image) -> int | None:
+    """The quality (1-100) a JPEG was saved at, as libjpeg's ``quality`` setting: the one
+    whose luminance table is nearest the file's (L1). None for other formats and for files
+    without a luminance table.
+
+    The quality is not stored in a JPEG, only the tables it scaled; Pillow reads the tables
+    but has no estimate. The reference tables are libjpeg's own, read back from a tiny image
+    Pillow encodes at each quality (``_ijg_luma_tables``), not typed in here. Encoders with
+    their own tables (some cameras, Photoshop) get the IJG quality nearest theirs."""
+    if img.format != "JPEG" or 0 not in getattr(img, "quantization", {}):
+        return None
+    table = np.asarray(img.quantization[0], dtype=np.int32)
+    if table.shape != (64,):
+        return None
+    distance = np.abs(_ijg_luma_tables() - table).sum(axis=1)
+    return int(distance.argmin()) + 1
+
+
+@functools.cache
+def _ijg_luma_tables() -> np.ndarray:
+    """[100, 64]: libjpeg's luminance table at quality 1 .. 100, in the file's (zigzag) order."""
+    tables = []
+    for quality in range(1, 101):
+        buffer = io.BytesIO()
+        Image.new("L", (8, 8)).save(buffer, "JPEG", quality=quality)
+        with Image.open(buffer) as encoded:
+            tables.append(list(encoded.quantization[0]))
+    return np.asarray(tables, dtype=np.int32)
 
 
 def _plausible_dpi(dpi: object) -> tuple[float, float] | None:
