@@ -109,6 +109,22 @@ def test_options_and_jpeg_keep_their_meaning(make_client):
     assert Image.open(io.BytesIO(result.content)).size == (40, 32)
 
 
+def test_a_compressed_jpeg_for_a_clean_trained_model_gets_a_note(make_client):
+    client = make_client()
+    jpeg = io.BytesIO()
+    Image.open(io.BytesIO(png())).save(jpeg, "JPEG", quality=60)
+
+    def note(data: bytes, name: str, model: str) -> str | None:
+        job = post(client, data, name, model=model).json()
+        assert wait(client, job["id"])["note"] == job["note"]  # kept with the job
+        return job["note"]
+
+    advice = note(jpeg.getvalue(), "p.jpg", "rdsr-x4")
+    assert "p.jpg" in advice and "quality 60" in advice and "rdsr-x4-real" in advice
+    assert note(jpeg.getvalue(), "p.jpg", "bicubic") is None  # interpolation: nothing to say
+    assert note(png(), "p.png", "rdsr-x4") is None
+
+
 @pytest.mark.parametrize(("data", "name", "fields", "status", "words"), [
     (b"not an image at all", "x.png", {}, 400, "x.png"),
     (png()[:60], "cut.png", {}, 400, "cut.png"),

@@ -90,3 +90,21 @@ def test_a_bad_file_shows_a_readable_error(server, page, tmp_path):
     page.click("#go")
     page.wait_for_selector("#error", state="visible", timeout=30_000)
     assert "broken.png" in page.text_content("#error")
+
+
+def test_a_compressed_jpeg_shows_the_note_until_the_next_upscale(server, page, tmp_path):
+    jpeg = tmp_path / "phone.jpg"
+    Image.open(photo(tmp_path / "p.png", 48, 36)).save(jpeg, quality=60)
+    page.goto(server)
+    page.wait_for_selector("#model option[value='rdsr-x4']", state="attached")
+    page.select_option("#model", "rdsr-x4")
+    page.set_input_files("#file", str(jpeg))
+    page.click("#go")
+    page.wait_for_selector("#result", state="visible", timeout=60_000)
+    assert page.is_visible("#note")
+    assert "quality 60" in page.text_content("#note")
+    assert "rdsr-x4-real" in page.text_content("#note")
+    page.select_option("#model", "bicubic-x4")  # interpolation: nothing to say
+    page.click("#go")
+    page.wait_for_selector("#go:not([disabled])", timeout=60_000)  # that job is over
+    assert page.is_hidden("#note") and page.is_hidden("#error")

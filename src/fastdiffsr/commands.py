@@ -13,11 +13,7 @@ from .bench import bench_model, bench_table, fresh_process_peak_mb, matmul_gflop
 from .errors import UsageError
 from .imageio import SUPPORTED_SUFFIXES, is_image_file, read_image, write_image
 from .upscaler import UpscaleOptions, Upscaler
-from .zoo import load_model, model_provenance, real_degradations, resolve
-
-# a JPEG saved below this quality has visible blocks at x4 (phone cameras save at 90-95)
-COMPRESSED_BELOW = 90
-REAL_MODEL = "rdsr-x4-real"
+from .zoo import REAL_PHOTO_MODEL, compressed_input_note, load_model, model_provenance, resolve
 
 
 def _options(args) -> UpscaleOptions:
@@ -108,17 +104,15 @@ def upscale_files(args) -> int:
     failures: list[tuple[Path, str]] = []
     quiet = True if args.quiet else None  # None: tqdm shows bars only on a terminal
     bar = tqdm(files, unit="img", desc="upscale", disable=quiet or len(files) < 2)
-    suggest = trained_on_clean(args.model)  # one note per run, at the first compressed input
+    noted = False  # one note per run, at the first compressed input
     for src in bar:
         try:
             pic = read_image(src, max_pixels=args.max_megapixels * 1_000_000)
-            quality = pic.meta.jpeg_quality if pic.meta else None
-            if suggest and quality is not None and quality < COMPRESSED_BELOW:
-                bar.write(f"note: {src.name} is a JPEG saved at quality {quality}: {args.model} "
-                          "was trained on clean images and sharpens compression blocks as "
-                          f"detail; {REAL_MODEL} is trained for such photos (-n {REAL_MODEL})",
-                          file=sys.stderr)
-                suggest = False
+            note = None if noted else compressed_input_note(src.name, pic.meta.jpeg_quality,
+                                                            args.model)
+            if note:
+                bar.write(f"note: {note} (-n {REAL_PHOTO_MODEL})", file=sys.stderr)
+                noted = True
             with tqdm(unit="tile", desc=src.name, leave=False, disable=quiet) as tiles:
                 out = upscale_picture(model, pic, opts, _tile_progress(tiles), levels=True)
             dst = write_image(plan[src], out, args.quality)
@@ -132,16 +126,6 @@ def upscale_files(args) -> int:
             print(f"  {src}: {why}", file=sys.stderr)
         return 1
     return 0
-
-
-def trained_on_clean(name_or_path: str) -> bool:
-    """Whether the model file's recipe made every training LR by the clean bicubic downscale
-    (False for interpolation, exported files and models trained on real-world input)."""
-    path = resolve(name_or_path)
-    if path.suffix.lower() != ".safetensors":
-        return False
-    recipe = model_provenance(path).get("recipe", {})
-    return bool(recipe) and not real_degradations(recipe)
 
 
 def _tile_progress(bar: tqdm):

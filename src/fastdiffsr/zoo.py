@@ -31,6 +31,8 @@ FORMAT = "fastdiffsr"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_MODEL = "rdsr-x4"
 ALIASES = {"bicubic": "bicubic-x4"}
+REAL_PHOTO_MODEL = "rdsr-x4-real"  # what a user with a compressed or noisy photo is pointed to
+COMPRESSED_BELOW = 90  # JPEG quality with visible blocks at x4 (phone cameras save at 90-95)
 MAX_PARAMS = 1_000_000_000  # a model file asking for more is refused before anything is built
 
 # The registry: method name -> the module (a ``Method``) that builds its inference model,
@@ -257,6 +259,26 @@ def real_degradations(recipe: dict[str, Any]) -> list[str]:
     made = {stage.get("degradation", "bicubic") for stage in recipe.values()
             if isinstance(stage, dict) and "iterations" in stage}
     return sorted(made - {"bicubic"})
+
+
+def trained_on_clean(name_or_path: str | Path) -> bool:
+    """Whether the model file's recipe made every training LR by the clean bicubic downscale
+    (False for interpolation, exported files and models trained on real-world input)."""
+    path = resolve(name_or_path)
+    if path.suffix.lower() != ".safetensors":
+        return False
+    recipe = json.loads(read_metadata(path)["provenance"]).get("recipe", {})
+    return bool(recipe) and not real_degradations(recipe)
+
+
+def compressed_input_note(filename: str, jpeg_quality: int | None, model: str) -> str | None:
+    """What to tell a user whose JPEG, saved below ``COMPRESSED_BELOW``, goes to a model trained
+    on clean input (it sharpens the blocks as detail); None otherwise."""
+    if jpeg_quality is None or jpeg_quality >= COMPRESSED_BELOW or not trained_on_clean(model):
+        return None
+    return (f"{filename} is a JPEG saved at quality {jpeg_quality}: {model} was trained on "
+            f"clean images and sharpens compression blocks as detail; {REAL_PHOTO_MODEL} is "
+            "trained for such photos")
 
 
 def available_models() -> list[str]:

@@ -26,7 +26,7 @@ from ..commands import output_path
 from ..errors import ImageReadError, ImageTooLargeError, OptionError
 from ..imageio import SUPPORTED_SUFFIXES, Picture, read_image, write_image
 from ..upscaler import UpscaleOptions, Upscaler
-from ..zoo import ALIASES, DEFAULT_MODEL, load_model, summary
+from ..zoo import ALIASES, DEFAULT_MODEL, compressed_input_note, load_model, summary
 from .jobs import Job, Jobs, QueueFull
 
 MEDIA_TYPES = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg",
@@ -172,9 +172,11 @@ def create_app(models: list[str], limits: Limits, root: Path) -> FastAPI:
         except OptionError as e:
             raise HTTPException(422, str(e)) from e
         filename = Path(image.filename or "image").name
+        notes: list[str | None] = []
 
         def store(folder: Path) -> tuple[Picture, UpscaleOptions, Path]:
-            """The upload, decoded from a file of the server's naming in the job's folder."""
+            """The upload, decoded from a file of the server's naming in the job's folder;
+            the advice on it for the model goes to ``notes``."""
             src = folder / f"input{suffix}"
             with src.open("wb") as f:
                 shutil.copyfileobj(image.file, f)
@@ -185,12 +187,14 @@ def create_app(models: list[str], limits: Limits, root: Path) -> FastAPI:
                 raise HTTPException(status, str(e).replace(str(src), filename)) from e
             finally:
                 src.unlink()
+            notes.append(compressed_input_note(filename, pic.meta.jpeg_quality, name))
             return pic, opts, output_path(src, folder, "auto", "result")
 
         try:
             job = jobs.submit(name, filename, store)
         except QueueFull as e:
             raise HTTPException(503, str(e), headers={"Retry-After": "5"}) from e
+        job.note = notes[0]
         return job.view()
 
     @app.get("/v1/jobs/{job_id}", summary="A job's state and progress")

@@ -35,6 +35,7 @@ class Job:
     folder: Path
     model: str
     filename: str  # the name the client gave, shown back and used for the download's name
+    note: str | None = None  # advice on the input for this model (zoo.compressed_input_note)
     state: str = "queued"
     done_tiles: int = 0
     total_tiles: int = 0
@@ -55,7 +56,7 @@ class Job:
         now = time.monotonic()
         end = self.finished or now
         return {"id": self.id, "state": self.state, "model": self.model,
-                "filename": self.filename, "done_tiles": self.done_tiles,
+                "filename": self.filename, "note": self.note, "done_tiles": self.done_tiles,
                 "total_tiles": self.total_tiles, "error": self.error,
                 "queued_seconds": round((self.started or end) - self.created, 3),
                 "run_seconds": None if self.started is None else round(end - self.started, 3),

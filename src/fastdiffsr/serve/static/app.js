@@ -10,6 +10,11 @@ function showError(message) {
   $("error").hidden = !message;
 }
 
+function showNote(message) {
+  $("note").textContent = message || "";
+  $("note").hidden = !message;
+}
+
 async function detail(response) {
   // The API's errors are JSON {"detail": "..."}; anything else is shown as its status.
   try {
@@ -109,6 +114,7 @@ async function submit(event) {
     const input = $(field);
     if (input.value !== "" && !input.closest("label").hidden) data.append(field, input.value);
   }
+  showNote(null);
   $("go").disabled = true;
   $("status").hidden = false;
   $("progress").value = 0;
@@ -116,7 +122,9 @@ async function submit(event) {
   try {
     const response = await fetch("/v1/upscale", { method: "POST", body: data });
     if (!response.ok) throw new Error(await detail(response));
-    const job = await follow(await response.json());
+    const started = await response.json();
+    showNote(started.note);  // advice on this input for this model, or none
+    const job = await follow(started);
     if (job.state !== "done") throw new Error(job.error || `the job was ${job.state}`);
     await show(job);
   } catch (error) {
