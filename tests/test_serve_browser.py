@@ -43,17 +43,21 @@ def photo(path: Path, width: int, height: int) -> Path:
     return path
 
 
-@pytest.mark.parametrize("model", ["bicubic-x4", "rdsr-x4"])
-def test_upload_upscale_compare_and_download_in_a_browser(server, page, tmp_path, model):
-    src = photo(tmp_path / "photo.png", 48, 36)
+def upscale_on_page(page, server: str, model: str, src: Path) -> None:
+    """Open the page, pick ``model`` and ``src``, upscale and wait for the result."""
     page.goto(server)
     page.wait_for_selector(f"#model option[value='{model}']", state="attached")
     page.select_option("#model", model)
-    assert "x4" in page.text_content("#model-info")
-    assert page.is_hidden("#steps-field")  # neither model samples in steps
     page.set_input_files("#file", str(src))
     page.click("#go")
     page.wait_for_selector("#result", state="visible", timeout=60_000)
+
+
+@pytest.mark.parametrize("model", ["bicubic-x4", "rdsr-x4"])
+def test_upload_upscale_compare_and_download_in_a_browser(server, page, tmp_path, model):
+    upscale_on_page(page, server, model, photo(tmp_path / "photo.png", 48, 36))
+    assert "x4" in page.text_content("#model-info")
+    assert page.is_hidden("#steps-field")  # neither model samples in steps
     assert page.is_hidden("#error")
     assert "tile 1 of 1" in page.text_content("#progress-text")
     size = page.eval_on_selector("#after", "img => [img.naturalWidth, img.naturalHeight]")
@@ -95,12 +99,7 @@ def test_a_bad_file_shows_a_readable_error(server, page, tmp_path):
 def test_a_compressed_jpeg_shows_the_note_until_the_next_upscale(server, page, tmp_path):
     jpeg = tmp_path / "phone.jpg"
     Image.open(photo(tmp_path / "p.png", 48, 36)).save(jpeg, quality=60)
-    page.goto(server)
-    page.wait_for_selector("#model option[value='rdsr-x4']", state="attached")
-    page.select_option("#model", "rdsr-x4")
-    page.set_input_files("#file", str(jpeg))
-    page.click("#go")
-    page.wait_for_selector("#result", state="visible", timeout=60_000)
+    upscale_on_page(page, server, "rdsr-x4", jpeg)
     assert page.is_visible("#note")
     assert "quality 60" in page.text_content("#note")
     assert "rdsr-x4-real" in page.text_content("#note")
