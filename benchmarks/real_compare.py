@@ -1,15 +1,16 @@
 """Side by side on degraded inputs (issue 23): for each held-out training image (the images
 every shipped model's training held out) and each named degradation, one row of the same
 detailed crop: the degraded LR as a viewer shows it (nearest x4), bicubic, each model, and the
-original; the PSNR-Y / SSIM-Y of the whole image under each. A seeded model (diffusion) is shown
-once per ``--seeds`` seed, to show what the seed changes; ``--model NAME@STEPS`` runs it at
+original; the PSNR-Y / SSIM-Y of the whole image under each. A diffusion sampler (a model that
+samples in steps from seeded noise) is shown once per ``--seeds`` seed, to show what the seed
+changes (RDSR's seeded prior vector is not: one column); ``--model NAME@STEPS`` runs it at
 STEPS sampling steps instead of its default.
 
 ``--as-is`` adds rows with no ground truth: the held-out photo itself (BSDS300 and T91 images
 are JPEG-era scans and camera files, with their own blocks and noise) upscaled x4 as it is.
 
     .venv/bin/python benchmarks/real_compare.py --model rdsr-x4 --model rdsr-x4-real \
-        --model edgesdsr-x4 --seeds 0,1 --as-is 1
+        --model edgesdsr-x4-real --seeds 0,1 --as-is 1
 
 writes ``benchmarks/results/real_compare.png``.
 """
@@ -71,15 +72,16 @@ def main() -> None:
 
 
 def outputs(specs: list[str], seeds: list[int]) -> list[tuple[str, object, UpscaleOptions]]:
-    """(title, model, options) per column of each ``NAME[@STEPS]``: a seeded model once per
-    seed."""
+    """(title, model, options) per column of each ``NAME[@STEPS]``: a diffusion sampler once
+    per seed."""
     columns = []
     for spec in specs:
         name, _, steps = spec.partition("@")
         model = load_model(name)
-        for seed in seeds if model.seeded else [0]:
+        sampler = model.seeded and model.default_sampling_steps > 0
+        for seed in seeds if sampler else [0]:
             title = f"{name}, {steps} steps" if steps else name
-            title += f" seed {seed}" if model.seeded and len(seeds) > 1 else ""
+            title += f" seed {seed}" if sampler and len(seeds) > 1 else ""
             opts = UpscaleOptions(seed=seed, sampling_steps=int(steps) if steps else None)
             columns.append((title, model, opts))
     return columns
