@@ -398,6 +398,13 @@ def test_jpeg_quality_is_read_back(tmp_path: Path, quality: int) -> None:
     assert read_image(write_image(tmp_path / "q.png", pic)).meta.jpeg_quality is None
 
 
+def test_jpeg_quality_of_a_camera_mpo_file(tmp_path: Path) -> None:
+    """Some cameras save MPO (a JPEG with further pictures) under .jpg."""
+    img = Image.fromarray((_smooth(24, 32, 3) * 255).astype(np.uint8))
+    img.save(tmp_path / "phone.jpg", "MPO", quality=60, save_all=True, append_images=[img])
+    assert read_image(tmp_path / "phone.jpg").meta.jpeg_quality == 60
+
+
 def test_jpeg_quality_of_other_tables_is_the_nearest(tmp_path: Path) -> None:
     """An encoder's own tables (Pillow's Photoshop-like presets) get a quality near theirs."""
     path = tmp_path / "preset.jpg"

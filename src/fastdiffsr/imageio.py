@@ -199,13 +199,13 @@ def _metadata(img: Image.Image) -> tuple[ImageMeta, int]:
 def jpeg_quality(img: Image.Image) -> int | None:
     """The quality (1-100) a JPEG was saved at, as libjpeg's ``quality`` setting: the one
     whose luminance table is nearest the file's (L1). None for other formats and for files
-    without a luminance table.
+    without a luminance table. MPO (a camera's JPEG with extra pictures) counts as JPEG.
 
     The quality is not stored in a JPEG, only the tables it scaled; Pillow reads the tables
     but has no estimate. The reference tables are libjpeg's own, read back from a tiny image
     Pillow encodes at each quality (``_ijg_luma_tables``), not typed in here. Encoders with
     their own tables (some cameras, Photoshop) get the IJG quality nearest theirs."""
-    if img.format != "JPEG" or 0 not in getattr(img, "quantization", {}):
+    if img.format not in ("JPEG", "MPO") or 0 not in getattr(img, "quantization", {}):
         return None
     table = np.asarray(img.quantization[0], dtype=np.int32)
     if table.shape != (64,):
