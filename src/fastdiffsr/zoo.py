@@ -267,7 +267,7 @@ def trained_on_clean(name_or_path: str | Path) -> bool:
     path = resolve(name_or_path)
     if path.suffix.lower() != ".safetensors":
         return False
-    recipe = json.loads(read_metadata(path)["provenance"]).get("recipe", {})
+    recipe = model_provenance(path).get("recipe", {})
     return bool(recipe) and not real_degradations(recipe)
 
 
