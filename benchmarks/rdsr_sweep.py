@@ -6,14 +6,16 @@ in one run beside bicubic and today's ``rdsr-x4``.
     OMP_NUM_THREADS=2 nohup .venv/bin/python benchmarks/rdsr_sweep.py train > runs/sweep.log &
     .venv/bin/python benchmarks/rdsr_sweep.py table --threads 2
 
-``train`` trains every point that has not finished, one after another, into
-``runs/rdsr-sweep/<point>`` with ``--resume``: run it again after an interruption and it goes on
-where it stopped (exactly). ``latency`` writes ``benchmarks/results/rdsr_sweep_latency.md``
-(fp32 and bf16 at 128->512 of each point's deployed form, random weights: no training needed).
-``table`` writes ``benchmarks/results/rdsr_pareto.md`` and ``rdsr_pareto.png``: PSNR-Y on Set5
-and B100 against the measured 128->512 latency (every trained point, the ones that lost too),
-and against parameters with the literature's light models placed by their published x4
-scores and parameter counts (their latency here is unknown: no weights can be downloaded).
+``train [POINT ...]`` trains the named points (default: every point) that have not finished, one
+after another, into ``runs/rdsr-sweep/<point>`` with ``--resume``: run it again after an
+interruption and it goes on where it stopped (exactly). ``latency`` writes
+``benchmarks/results/rdsr_sweep_latency.md`` (fp32 and bf16 at 128->512 of each point's deployed
+form, random weights: no training needed). ``table`` writes ``benchmarks/results/rdsr_pareto.md``
+and ``rdsr_pareto.png``: PSNR-Y on Set5 and B100 against the 128->512 latency in fp32 and bf16,
+measured in one run (every trained point, the ones that lost too; a point's scores are kept in
+``rdsr_sweep_scores.json`` once its run folder is gone), and against parameters with the
+literature's light models placed by their published x4 scores and parameter counts (their
+latency here is unknown: no weights can be downloaded).
 
 Before the sweep, the recipe: ``recipes`` trains today's rdsr-x4 size (c48-b10) at the same
 budget once per recipe variant into ``runs/rdsr-recipe/<variant>``, and ``recipe-table`` writes
@@ -28,6 +30,7 @@ points are trained with ``RECIPE``, the variant chosen there.
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import subprocess
 import sys
@@ -108,8 +111,8 @@ def train_run(out: Path, sets: list[str]) -> None:
                     "--resume", *(a for o in sets for a in ("--set", o))], check=True)
 
 
-def train() -> None:
-    for point in POINTS:
+def train(points: list[str]) -> None:
+    for point in points or POINTS:
         train_run(RUNS / point, overrides(point))
 
 
@@ -188,17 +191,37 @@ def held_out(point: str) -> float | None:
     return scores[-1][1] if scores else None
 
 
+def point_scores(args) -> dict[str, dict]:
+    """Every trained point's scores: those whose run is here are scored now, the others come
+    from ``rdsr_sweep_scores.json`` (written here each time: a run folder is not kept forever,
+    and a point trained in an earlier session keeps its place in the table)."""
+    path = args.results / "rdsr_sweep_scores.json"
+    scores = json.loads(path.read_text()) if path.exists() else {}
+    for point in POINTS:
+        if file := trained_file(RUNS / point):
+            model = load_model(str(file))
+            scores[point] = {"held_out": held_out(point),
+                             **{s: evaluate_set(model, args.data, s)[0].psnr for s in SETS}}
+            print(point, scores[point], flush=True)
+    path.write_text(json.dumps(scores, indent=1) + "\n")
+    return scores
+
+
 def score_rows(args) -> list[dict]:
-    entries = [("bicubic", "bicubic", None), ("rdsr-x4 (shipped, full budget)", "rdsr-x4", None)]
-    entries += [(p, str(f), p) for p in POINTS if (f := trained_file(RUNS / p))]
+    """bicubic, the shipped rdsr-x4 and every trained point; latency in fp32 and bf16 timed
+    in this run, a point's on its deployed form (the cost depends on its shape only)."""
     rows = []
-    for label, spec, point in entries:
+    for label, spec in [("bicubic", "bicubic"), ("rdsr-x4 (shipped, full budget)", "rdsr-x4")]:
         model = load_model(spec)
-        rows.append({"label": label, "params": count_params(model),
-                     "ms": latency_ms(model, args.repeats),
-                     "held_out": held_out(point) if point else None,
+        rows.append({"label": label, "model": model, "held_out": None,
                      **{s: evaluate_set(model, args.data, s)[0].psnr for s in SETS}})
-        print(rows[-1], flush=True)
+    rows += [{"label": p, "model": deployed_untrained(p), **score}
+             for p, score in point_scores(args).items()]
+    for r in rows:
+        model = r.pop("model")
+        r |= {"params": count_params(model), "ms": latency_ms(model, args.repeats),
+              "bf16 ms": latency_ms(model, args.repeats, "bf16")}
+        print(r, flush=True)
     return rows
 
 
@@ -207,38 +230,40 @@ def pareto_table(args) -> None:
     budget = ", ".join(BUDGET)
     lines = ["# RDSR sweep: quality against latency", "",
              f"`benchmarks/rdsr_sweep.py table --threads {args.threads}`; each point trained by "
-             f"`configs/rdsr/x4.toml` with `{budget}` and its width and depth; 128->512 "
-             f"latency on {args.threads} threads (median of {args.repeats}, fp32 PyTorch); "
+             f"`configs/rdsr/x4.toml` with `{budget}`, `{', '.join(RECIPE)}` and its width "
+             f"and depth; 128->512 latency on {args.threads} threads (median of "
+             f"{args.repeats}, PyTorch in fp32 and under bf16 autocast), timed in one run; "
              "PSNR-Y on the official LRx4; held-out: the training folder's 5 held-out images "
              "at the end of training.", "",
-             "| model | params | 128->512 ms | held-out | " + " | ".join(SETS) + " |",
-             "| --- | ---: | ---: | ---: |" + " ---: |" * len(SETS)]
+             "| model | params | fp32 ms | bf16 ms | held-out | " + " | ".join(SETS) + " |",
+             "| --- | ---: | ---: | ---: | ---: |" + " ---: |" * len(SETS)]
     for r in rows:
         h = f"{r['held_out']:.2f}" if r["held_out"] is not None else "-"
-        lines.append(f"| {r['label']} | {r['params']:,} | {r['ms']:.1f} | {h} | "
-                     + " | ".join(f"{r[s]:.2f}" for s in SETS) + " |")
+        lines.append(f"| {r['label']} | {r['params']:,} | {r['ms']:.1f} | {r['bf16 ms']:.1f} | "
+                     f"{h} | " + " | ".join(f"{r[s]:.2f}" for s in SETS) + " |")
     lines += ["", "Published x4 scores (Set5 / B100, parameters): " + "; ".join(
         f"{k} {a:.2f} / {b:.2f}, {p:,}" for k, (a, b, p) in LITERATURE.items())]
     (args.results / "rdsr_pareto.md").write_text("\n".join(lines) + "\n")
-    plot(rows, args.results / "rdsr_pareto.png")
+    plot(rows, args.results / "rdsr_pareto.png", args.threads)
 
 
-def plot(rows: list[dict], path: Path) -> None:
-    fig, axes = plt.subplots(2, 2, figsize=(11, 8), sharey="row")
+def plot(rows: list[dict], path: Path, threads: int) -> None:
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8), sharey="row")
     for i, s in enumerate(SETS):
-        by_ms, by_params = axes[i]
+        fp32, bf16, by_params = axes[i]
         for r in rows:
             marker = "s" if r["label"].startswith(("bicubic", "rdsr-x4")) else "o"
-            by_ms.plot(r["ms"], r[s], marker)
-            by_ms.annotate(r["label"], (r["ms"], r[s]), fontsize=7)
-            if r["params"]:
-                by_params.plot(r["params"], r[s], marker)
-                by_params.annotate(r["label"], (r["params"], r[s]), fontsize=7)
+            for ax, x in ((fp32, r["ms"]), (bf16, r["bf16 ms"]), (by_params, r["params"])):
+                if x:
+                    ax.plot(x, r[s], marker)
+                    ax.annotate(r["label"], (x, r[s]), fontsize=7)
         for name, (s5, b100, params) in LITERATURE.items():
             by_params.plot(params, s5 if s == "Set5" else b100, "^", color="gray")
             by_params.annotate(f"{name} (published)", (params, s5 if s == "Set5" else b100),
                                fontsize=7, color="gray")
-        by_ms.set(xlabel="128->512 latency (ms, fp32, 2 threads)", ylabel=f"{s} PSNR-Y (dB)")
+        fp32.set(xlabel=f"128->512 latency (ms, fp32, {threads} threads)",
+                 ylabel=f"{s} PSNR-Y (dB)")
+        bf16.set(xlabel=f"128->512 latency (ms, bf16 autocast, {threads} threads)")
         by_params.set(xlabel="parameters (deployed)", xscale="log")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -249,13 +274,17 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["latency", "train", "table", "recipes",
                                             "recipe-table"])
+    parser.add_argument("points", nargs="*", metavar="POINT",
+                        help=f"train: these of {', '.join(POINTS)}, in this order (default: all)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=11)
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "bench")
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
+    if unknown := set(args.points) - set(POINTS):
+        parser.error(f"unknown point(s): {', '.join(sorted(unknown))}")
     torch.set_num_threads(args.threads)
-    {"latency": latency_table, "train": lambda _: train(), "table": pareto_table,
+    {"latency": latency_table, "train": lambda a: train(a.points), "table": pareto_table,
      "recipes": lambda _: train_recipes(), "recipe-table": recipe_table}[args.command](args)
 
 

@@ -33,7 +33,9 @@ stage modules get their parts passed in (composition).
 * ``decoder``: encoder and UNet frozen; the decoder is fine-tuned on the student's one-step
   latents with the image loss (Sec. 3.3). ``decoder_trains_unet = true`` (not the paper's)
   trains the UNet too, end to end through the one-step sample, and the LR encoder when it
-  trains in the UNet stages (``lr_encoder_schedule``).
+  trains in the UNet stages (``lr_encoder_schedule``). With ``decoder_from`` it starts from
+  that model file instead (fine-tuning a shipped model), and with ``adversarial.weight > 0``
+  it adds a discriminator's term (``train/adversarial.py``).
 * ``direct_x4`` (ablation): initialised from the teacher like the student, trained on ground
   truth at x4; the pair (student, direct) differs only in the target.
 
@@ -53,6 +55,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
+from ...config import ConfigError
 from ...data.datasets import downscale
 from ...diffusion.sampling import q_sample
 from ...methods.yonos.model import (
@@ -65,6 +68,8 @@ from ...methods.yonos.model import (
 from ...nn.autoencoder import KLAutoencoder
 from ...tiling import pad_to_requirements
 from ...upscaler import upscale_tensor
+from ...zoo import load_model
+from ..adversarial import Adversarial, AdversarialConfig
 from ..checkpoints import Weights, load_stages, substate
 from ..stages import Export, Stage
 from ..trainer import ParamGroup
@@ -81,6 +86,8 @@ class LatentRecipe(Protocol):
     decoder_trains_unet: bool
     autoencoder_from: str | None
     train_encoder: bool
+    decoder_from: str | None
+    adversarial: AdversarialConfig
 
     def new_model(self, cfg: YONOSConfig) -> YONOS: ...
 
@@ -238,13 +245,17 @@ class DistillStage(UNetTraining):
 
 
 class DecoderStage(nn.Module):
-    """``decoder``: Dec(one-step latent of the UNet) -> HR, image loss; the decoder
+    """``decoder``: Dec(one-step latent of the UNet) -> HR, image loss (plus ``adversarial``'s
+    term when its weight is above 0, the discriminator in its own optimizer group); the decoder
     (``post_quant_conv`` and ``decoder``) trains, the UNet with ``train_unet`` and the LR
     encoder with ``train_lr_encoder`` (end to end)."""
 
     def __init__(self, model: YONOS, gradient_weight: float, train_unet: bool = False,
-                 train_lr_encoder: bool = False):
+                 train_lr_encoder: bool = False,
+                 adversarial: AdversarialConfig | None = None):
         super().__init__()
+        if adversarial is not None and adversarial.weight > 0:
+            self.adversarial = Adversarial(adversarial)
         self.model, self.gradient_weight = model, gradient_weight
         self.model.requires_grad_(False)
         self.model.autoencoder.decoder.requires_grad_(True)
@@ -264,7 +275,21 @@ class DecoderStage(nn.Module):
         with torch.set_grad_enabled(self.train_unet or self.train_lr_encoder):
             steps = self.model.default_sampling_steps
             z0 = self.model.sample_latent(z_lr, torch.randn_like(z_lr), steps)
-        return image_loss(self.model.decode(z0), hr, self.gradient_weight), {}
+        sr = self.model.decode(z0)
+        loss = image_loss(sr, hr, self.gradient_weight)
+        if not hasattr(self, "adversarial"):
+            return loss, {}
+        g_loss, d_loss = self.adversarial.losses(sr, hr)
+        weight = self.adversarial.cfg.weight
+        return loss + weight * g_loss + d_loss, {"image": loss, "g_adv": g_loss, "d_adv": d_loss}
+
+    def param_groups(self) -> list[ParamGroup]:
+        """The model's trainable parts at the stage's lr; the discriminator at its own."""
+        model = [p for p in self.model.parameters() if p.requires_grad]
+        if not hasattr(self, "adversarial"):
+            return [ParamGroup(model)]
+        return [ParamGroup(model),
+                ParamGroup(list(self.adversarial.parameters()), self.adversarial.cfg.lr)]
 
 
 def latent_config(recipe: LatentRecipe, autoencoder: Weights) -> YONOSConfig:
@@ -353,10 +378,18 @@ def direct_stage(recipe: LatentRecipe, weights: Mapping[str, Weights]) -> Denois
 
 
 def decoder_stage(recipe: LatentRecipe, weights: Mapping[str, Weights]) -> DecoderStage:
+    """From the student, or from ``decoder_from`` (a model file of this recipe's config)."""
     model = _model(recipe, weights, recipe.model.scale, "student_x4")
+    if recipe.decoder_from is not None:
+        start = load_model(recipe.decoder_from, deploy=False)
+        if start.method != model.method or start.cfg != model.cfg:
+            raise ConfigError(f"decoder_from {recipe.decoder_from}: not a model of this config "
+                             f"(method {start.method!r}; the configs differ)")
+        model.load_state_dict(start.state_dict())
     end_to_end = recipe.decoder_trains_unet
     return DecoderStage(model, recipe.gradient_weight, end_to_end,
-                        end_to_end and recipe.lr_encoder_schedule() is not None)
+                        end_to_end and recipe.lr_encoder_schedule() is not None,
+                        recipe.adversarial)
 
 
 def stage_model(recipe: LatentRecipe, weights: Mapping[str, Weights], stage: str) -> YONOS:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from ...config import PATH
 from ...methods.yonos.model import YONOS, YONOSConfig
+from ..adversarial import AdversarialConfig
 from ..trainer import TrainConfig
 from . import latent
 from .latent import Schedule
@@ -27,6 +28,11 @@ class YONOSRecipe:
     autoencoder_from: str | None = field(default=None, metadata=PATH)
     # false: the autoencoder stage keeps autoencoder_from's encoder (frozen) and trains a decoder
     train_encoder: bool = True
+    # a model file (this method's, same config) the decoder stage starts from instead of the
+    # student: fine-tuning a shipped model (then [teacher_x2] and [student_x4] iterations = 0)
+    decoder_from: str | None = field(default=None, metadata=PATH)
+    # the decoder stage's adversarial term (train/adversarial.py); weight 0: none
+    adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
 
     def __post_init__(self) -> None:
         if self.autoencoder.iterations == 0 and self.autoencoder_from is None:
