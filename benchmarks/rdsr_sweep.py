@@ -20,7 +20,8 @@ latency here is unknown: no weights can be downloaded).
 Before the sweep, the recipe: ``recipes`` trains today's rdsr-x4 size (c48-b10) at the same
 budget once per recipe variant into ``runs/rdsr-recipe/<variant>``, and ``recipe-table`` writes
 ``benchmarks/results/rdsr_recipe.md``, each variant's held-out PSNR-Y through training (the
-training folder's held-out images only: the benchmarks play no part in choosing). The sweep's
+training folder's held-out images only: the benchmarks play no part in choosing; a variant's
+rows are kept in ``rdsr_recipe_scores.json`` once its run folder is gone). The sweep's
 points are trained with ``RECIPE``, the variant chosen there.
 
     OMP_NUM_THREADS=2 nohup .venv/bin/python benchmarks/rdsr_sweep.py recipes > runs/recipes.log &
@@ -66,6 +67,11 @@ RECIPE_VARIANTS = {
     "leaky ReLU 0.1": ("model.negative_slope=0.1",),
     "zero tail": ("zero_init_tail=true",),
     "zero tail + leaky ReLU 0.1": ("zero_init_tail=true", "model.negative_slope=0.1"),
+    # the light-SR recipe's L1 then L2: the diffusion stage fine-tunes RepD
+    "zero tail + L2 fine-tune": ("zero_init_tail=true", 'diffusion_sr_loss="l2"'),
+    # 256 px HR crops: 72 of the 291 images are smaller and drop out (51 at 192 px)
+    "zero tail + patch 64": ("zero_init_tail=true", "prior.lr_patch=64",
+                             "diffusion.lr_patch=64"),
 }
 RECIPE = RECIPE_VARIANTS["zero tail"]
 POINTS = {  # name: (RepD width C, FiLM blocks); c48-b10 is today's rdsr-x4 at the sweep budget
@@ -137,6 +143,23 @@ def silent_channels(model: RDSR, lrs: list[torch.Tensor]) -> tuple[int, int]:
     return sum(int((~a).sum()) for a in seen), sum(a.numel() for a in seen)
 
 
+def recipe_rows(args) -> dict[str, dict]:
+    """Each trained variant's validation history and silent channels: scored from its run
+    folder when it is here, else from ``rdsr_recipe_scores.json`` (written here each time)."""
+    path = args.results / "rdsr_recipe_scores.json"
+    rows = json.loads(path.read_text()) if path.exists() else {}
+    held_out = split_holdout(list_images(TrainConfig.data), TrainConfig.holdout)[1]
+    lrs = [load_pair(file, None, 4)[0] for file in held_out]
+    for variant in RECIPE_VARIANTS:
+        folder = variant_folder(variant)
+        if history := validation_history(folder):
+            file = trained_file(folder)
+            rows[variant] = {"history": history,
+                             "silent": silent_channels(load_model(file), lrs) if file else None}
+    path.write_text(json.dumps(rows, indent=1) + "\n")
+    return rows
+
+
 def recipe_table(args) -> None:
     lines = ["# RDSR recipe: one ingredient at a time", "",
              "`benchmarks/rdsr_sweep.py recipes` then `recipe-table`: today's rdsr-x4 size "
@@ -144,20 +167,18 @@ def recipe_table(args) -> None:
              "and each variant's overrides; held-out PSNR-Y (dB) of the training folder's 5 "
              "held-out images (EMA weights; the prior stage scores the oracle, RepD on the HR "
              "image's prior; the diffusion stage the inference model).", ""]
-    held_out = split_holdout(list_images(TrainConfig.data), TrainConfig.holdout)[1]
-    lrs = [load_pair(path, None, 4)[0] for path in held_out]
-    rows = {v: validation_history(variant_folder(v)) for v in RECIPE_VARIANTS}
-    columns = sorted({(stage, it) for h in rows.values() for stage, v in h.items() for it, _ in v},
-                     key=lambda c: (c[0] != "prior", c[1]))
+    rows = recipe_rows(args)
+    columns = sorted({(stage, it) for r in rows.values() for stage, v in r["history"].items()
+                      for it, _ in v}, key=lambda c: (c[0] != "prior", c[1]))
     lines += ["| variant | overrides | " + " | ".join(f"{s} {i}" for s, i in columns)
               + " | silent channels |", "| --- | --- |" + " ---: |" * (len(columns) + 1)]
-    for variant, history in rows.items():
-        scores = {(stage, it): p for stage, v in history.items() for it, p in v}
+    for variant, sets in RECIPE_VARIANTS.items():
+        row = rows.get(variant, {"history": {}, "silent": None})
+        scores = {(stage, it): p for stage, v in row["history"].items() for it, p in v}
         cells = [f"{scores[c]:.3f}" if c in scores else "-" for c in columns]
-        sets = ", ".join(f"`{o}`" for o in RECIPE_VARIANTS[variant]) or "-"
-        file = trained_file(variant_folder(variant))
-        silent = "{} of {}".format(*silent_channels(load_model(file), lrs)) if file else "-"
-        lines.append(f"| {variant} | {sets} | " + " | ".join(cells) + f" | {silent} |")
+        silent = "{} of {}".format(*row["silent"]) if row["silent"] else "-"
+        overrides = ", ".join(f"`{o}`" for o in sets) or "-"
+        lines.append(f"| {variant} | {overrides} | " + " | ".join(cells) + f" | {silent} |")
     lines += ["", "silent channels: channels of the deployed body's activations (head and "
               "blocks) never positive on the 5 held-out images; under a ReLU, dead. "
               "-: not trained (yet)."]

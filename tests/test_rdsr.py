@@ -15,7 +15,7 @@ from fastdiffsr.demo import draw_scene
 from fastdiffsr.imageio import picture_to_tensor
 from fastdiffsr.methods.rdsr.model import RDSR, RDSRConfig
 from fastdiffsr.resize import imresize
-from fastdiffsr.train.recipes.rdsr import RDSRRecipe, prior_stage
+from fastdiffsr.train.recipes.rdsr import RDSRRecipe, charbonnier, diffusion_stage, prior_stage
 from fastdiffsr.train.run import load_recipe
 from fastdiffsr.upscaler import count_params
 from fastdiffsr.zoo import available_models, load_model
@@ -125,3 +125,26 @@ def test_zero_init_tail_starts_as_the_nearest_skip(channels: int) -> None:
     stage.repd.set_explicit(False)
     default = prior_stage(RDSRRecipe(model=cfg), {})
     assert (default.validation_sr(lr, hr) - nearest).abs().mean() > 0.1
+
+
+@pytest.mark.parametrize("name", ["l1", "l2", "charbonnier"])
+def test_diffusion_sr_loss(name: str) -> None:
+    torch.manual_seed(0)
+    recipe = RDSRRecipe(model=SMALL, diffusion_sr_loss=name)
+    weights = {"prior": prior_stage(recipe, {}).state_dict()}
+    stage = diffusion_stage(recipe, weights)
+    lr, hr = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 32, 32)
+    torch.manual_seed(1)
+    loss, logs = stage(lr, hr)
+    torch.manual_seed(1)
+    sr = stage.model.repd(lr, stage.model.prior(lr))
+    expected = {"l1": (sr - hr).abs().mean(), "l2": (sr - hr).square().mean(),
+                "charbonnier": ((sr - hr).square() + 1e-6).sqrt().mean()}[name]
+    assert torch.allclose(logs["sr"], expected)
+    assert torch.allclose(loss, logs["sr"] + logs["z_l1"])
+    assert charbonnier(hr, hr) == pytest.approx(1e-3)
+
+
+def test_unknown_diffusion_sr_loss_is_an_error() -> None:
+    with pytest.raises(ValueError, match="diffusion_sr_loss"):
+        RDSRRecipe(diffusion_sr_loss="l3")

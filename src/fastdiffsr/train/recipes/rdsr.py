@@ -1,5 +1,6 @@
 """RDSR training: stage ``prior`` (LPE_hr + RepD, L1) then ``diffusion`` (LPE_lr + denoiser +
-RepD fine-tuned; loss L1(SR, HR) + lambda * L1(z_hat, z_hr) with the stage-1 LPE_hr frozen).
+RepD fine-tuned; loss L1(SR, HR) + lambda * L1(z_hat, z_hr) with the stage-1 LPE_hr frozen; the
+SR term L2 or Charbonnier instead with ``diffusion_sr_loss``).
 
 ``prior`` validates the oracle: RepD on the prior of the HR image (what stage 2 learns to
 estimate); ``diffusion`` validates the inference model through ``upscale_tensor``.
@@ -32,8 +33,22 @@ class RDSRRecipe:
     # through a 32-channel, 8-block RepD), the first steps kill the last block's ReLUs and
     # the model is stuck at the skip for good (the issue-25 sweep's c32-b8 point).
     zero_init_tail: bool = False
+    # the diffusion stage's loss on the SR (it fine-tunes RepD after the prior stage's L1): one
+    # of SR_LOSSES; "l2" / "charbonnier" is the light-SR recipe's short fine-tune after L1
+    diffusion_sr_loss: str = "l1"
+
+    def __post_init__(self) -> None:
+        if self.diffusion_sr_loss not in SR_LOSSES:
+            raise ValueError(f"diffusion_sr_loss must be one of {tuple(SR_LOSSES)}, "
+                             f"got {self.diffusion_sr_loss!r}")
 
 
+def charbonnier(sr: Tensor, hr: Tensor, eps: float = 1e-3) -> Tensor:
+    """mean sqrt((sr - hr)^2 + eps^2): L1 with a smooth minimum (Lai et al. 2017, LapSRN)."""
+    return torch.sqrt((sr - hr).square() + eps**2).mean()
+
+
+SR_LOSSES = {"l1": F.l1_loss, "l2": F.mse_loss, "charbonnier": charbonnier}
 Recipe = RDSRRecipe
 
 
@@ -63,9 +78,10 @@ class DiffusionStage(nn.Module):
     """Stage 2: SR = RepD(LR, z_hat), z_hat from the reverse chain on LPE_lr(LR): the inference
     model ``model`` (its ``prior`` and ``repd`` train) beside the frozen LPE_hr."""
 
-    def __init__(self, cfg: RDSRConfig, z_loss_weight: float):
+    def __init__(self, cfg: RDSRConfig, z_loss_weight: float, sr_loss: str = "l1"):
         super().__init__()
         self.scale, self.z_loss_weight = cfg.scale, z_loss_weight
+        self.sr_loss = SR_LOSSES[sr_loss]
         self.lpe_hr = PriorEncoder(3 + 3 * cfg.scale**2, cfg).requires_grad_(False)
         self.model = RDSR(cfg)
         self.model.repd.set_explicit(False)  # train on the summed kernels (same function, faster)
@@ -77,9 +93,9 @@ class DiffusionStage(nn.Module):
     def forward(self, lr: Tensor, hr: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         z_hr = self.lpe_hr(hr_prior_input(lr, hr, self.scale)).detach()
         z_hat = self.model.prior(lr)
-        sr_loss = F.l1_loss(self.model.repd(lr, z_hat), hr)
+        sr_loss = self.sr_loss(self.model.repd(lr, z_hat), hr)
         z_loss = F.l1_loss(z_hat, z_hr)
-        return sr_loss + self.z_loss_weight * z_loss, {"sr_l1": sr_loss, "z_l1": z_loss}
+        return sr_loss + self.z_loss_weight * z_loss, {"sr": sr_loss, "z_l1": z_loss}
 
 
 def prior_stage(recipe: RDSRRecipe, weights: Mapping[str, Weights]) -> PriorStage:
@@ -92,7 +108,7 @@ def prior_stage(recipe: RDSRRecipe, weights: Mapping[str, Weights]) -> PriorStag
 
 def diffusion_stage(recipe: RDSRRecipe, weights: Mapping[str, Weights]) -> DiffusionStage:
     """Starts from the ``prior`` stage's LPE_hr and RepD."""
-    module = DiffusionStage(recipe.model, recipe.z_loss_weight)
+    module = DiffusionStage(recipe.model, recipe.z_loss_weight, recipe.diffusion_sr_loss)
     module.lpe_hr.load_state_dict(substate(weights["prior"], "lpe_hr."))
     module.model.repd.load_state_dict(substate(weights["prior"], "repd."))
     return module
