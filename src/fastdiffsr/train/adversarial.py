@@ -30,7 +30,7 @@ class AdversarialConfig:
     weight: float = 0.0  # of g_loss beside the image loss; 0: no adversarial term
     lr: float = 1e-4  # the discriminator's peak lr (the stage's warm-up and cosine decay)
     channels: int = 32  # of the first conv, doubled at each stride-2 conv
-    downsamples: int = 3  # stride-2 convs: each logit sees a 2^(d+2) px patch or so
+    downsamples: int = 3  # stride-2 convs (3: each logit sees a 40 px square)
 
     def __post_init__(self) -> None:
         if not (self.weight >= 0 and self.lr > 0 and self.channels >= 1
