@@ -253,7 +253,10 @@ def pareto_table(args) -> None:
              f"`benchmarks/rdsr_sweep.py table --threads {args.threads}`; each point trained by "
              f"`configs/rdsr/x4.toml` with `{budget}`, `{', '.join(RECIPE)}` and its width "
              f"and depth; 128->512 latency on {args.threads} threads (median of "
-             f"{args.repeats}, PyTorch in fp32 and under bf16 autocast), timed in one run; "
+             f"{args.repeats}, PyTorch in fp32 and under bf16 autocast), timed in one run on "
+             f"{platform.machine()} (PyTorch's CPU capability "
+             f"{torch.backends.cpu.get_cpu_capability()}: bf16 is native only with AVX512 "
+             "and its BF16 extension); "
              "PSNR-Y on the official LRx4; held-out: the training folder's 5 held-out images "
              "at the end of training.", "",
              "| model | params | fp32 ms | bf16 ms | held-out | " + " | ".join(SETS) + " |",

@@ -80,7 +80,8 @@ def outputs(specs: list[str], seeds: list[int]) -> list[tuple[str, object, Upsca
         model = load_model(name)
         sampler = model.seeded and model.default_sampling_steps > 0
         for seed in seeds if sampler else [0]:
-            title = f"{name}, {steps} steps" if steps else name
+            title = Path(name).stem  # a model file by its name, not its path
+            title += f", {steps} steps" if steps else ""
             title += f" seed {seed}" if sampler and len(seeds) > 1 else ""
             opts = UpscaleOptions(seed=seed, sampling_steps=int(steps) if steps else None)
             columns.append((title, model, opts))
