@@ -272,21 +272,30 @@ def pareto_table(args) -> None:
 
 
 def plot(rows: list[dict], path: Path, threads: int) -> None:
+    """Each set's PSNR-Y against fp32 latency, bf16 latency and parameters, one colour per
+    model; the y axis spans the learned models and the published points, and bicubic (far
+    below) sits on its bottom edge as a down-pointing marker labelled with its score."""
     fig, axes = plt.subplots(2, 3, figsize=(15, 8), sharey="row")
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, s in enumerate(SETS):
         fp32, bf16, by_params = axes[i]
-        for r in rows:
-            marker = "s" if r["label"].startswith(("bicubic", "rdsr-x4")) else "o"
+        published = [v[i] for v in LITERATURE.values()]
+        learned = [r[s] for r in rows if r["label"] != "bicubic"] + published
+        bottom, top = min(learned) - 0.2, max(learned) + 0.1
+        for k, r in enumerate(rows):
+            low = r[s] < bottom
+            y, label = (bottom, f"{r['label']} ({r[s]:.2f}, below)") if low else (r[s], r["label"])
+            marker = "v" if low else "s" if r["label"].startswith("rdsr-x4") else "o"
             for ax, x in ((fp32, r["ms"]), (bf16, r["bf16 ms"]), (by_params, r["params"])):
                 if x:
-                    ax.plot(x, r[s], marker)
-                    ax.annotate(r["label"], (x, r[s]), fontsize=7)
+                    ax.plot(x, y, marker, color=colours[k % len(colours)], clip_on=False)
+                    ax.annotate(label, (x, y), fontsize=7)
         for name, (s5, b100, params) in LITERATURE.items():
             by_params.plot(params, s5 if s == "Set5" else b100, "^", color="gray")
             by_params.annotate(f"{name} (published)", (params, s5 if s == "Set5" else b100),
                                fontsize=7, color="gray")
         fp32.set(xlabel=f"128->512 latency (ms, fp32, {threads} threads)",
-                 ylabel=f"{s} PSNR-Y (dB)")
+                 ylabel=f"{s} PSNR-Y (dB)", ylim=(bottom, top))
         bf16.set(xlabel=f"128->512 latency (ms, bf16 autocast, {threads} threads)")
         by_params.set(xlabel="parameters (deployed)", xscale="log")
     fig.tight_layout()
