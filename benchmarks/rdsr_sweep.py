@@ -236,8 +236,9 @@ def score_rows(args) -> list[dict]:
         model = load_model(spec)
         rows.append({"label": label, "model": model, "held_out": None,
                      **{s: evaluate_set(model, args.data, s)[0].psnr for s in SETS}})
-    rows += [{"label": p, "model": deployed_untrained(p), **score}
-             for p, score in point_scores(args).items()]
+    scores = point_scores(args)
+    rows += [{"label": p, "model": deployed_untrained(p), **scores[p]} for p in POINTS
+             if p in scores]
     for r in rows:
         model = r.pop("model")
         r |= {"params": count_params(model), "ms": latency_ms(model, args.repeats),
