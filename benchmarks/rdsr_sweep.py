@@ -148,12 +148,14 @@ def recipe_rows(args) -> dict[str, dict]:
     folder when it is here, else from ``rdsr_recipe_scores.json`` (written here each time)."""
     path = args.results / "rdsr_recipe_scores.json"
     rows = json.loads(path.read_text()) if path.exists() else {}
-    held_out = split_holdout(list_images(TrainConfig.data), TrainConfig.holdout)[1]
-    lrs = [load_pair(file, None, 4)[0] for file in held_out]
+    lrs: list[torch.Tensor] = []  # the held-out LRs, read once a trained file needs them
     for variant in RECIPE_VARIANTS:
         folder = variant_folder(variant)
         if history := validation_history(folder):
             file = trained_file(folder)
+            if file and not lrs:
+                held_out = split_holdout(list_images(TrainConfig.data), TrainConfig.holdout)[1]
+                lrs = [load_pair(path, None, 4)[0] for path in held_out]
             rows[variant] = {"history": history,
                              "silent": silent_channels(load_model(file), lrs) if file else None}
     path.write_text(json.dumps(rows, indent=1) + "\n")

@@ -254,8 +254,8 @@ class DecoderStage(nn.Module):
                  train_lr_encoder: bool = False,
                  adversarial: AdversarialConfig | None = None):
         super().__init__()
-        if adversarial is not None and adversarial.weight > 0:
-            self.adversarial = Adversarial(adversarial)
+        use = adversarial is not None and adversarial.weight > 0
+        self.adversarial = Adversarial(adversarial) if use else None
         self.model, self.gradient_weight = model, gradient_weight
         self.model.requires_grad_(False)
         self.model.autoencoder.decoder.requires_grad_(True)
@@ -277,7 +277,7 @@ class DecoderStage(nn.Module):
             z0 = self.model.sample_latent(z_lr, torch.randn_like(z_lr), steps)
         sr = self.model.decode(z0)
         loss = image_loss(sr, hr, self.gradient_weight)
-        if not hasattr(self, "adversarial"):
+        if self.adversarial is None:
             return loss, {}
         g_loss, d_loss = self.adversarial.losses(sr, hr)
         weight = self.adversarial.cfg.weight
@@ -286,7 +286,7 @@ class DecoderStage(nn.Module):
     def param_groups(self) -> list[ParamGroup]:
         """The model's trainable parts at the stage's lr; the discriminator at its own."""
         model = [p for p in self.model.parameters() if p.requires_grad]
-        if not hasattr(self, "adversarial"):
+        if self.adversarial is None:
             return [ParamGroup(model)]
         return [ParamGroup(model),
                 ParamGroup(list(self.adversarial.parameters()), self.adversarial.cfg.lr)]
