@@ -17,9 +17,10 @@ measured in one run (every trained point, the ones that lost too; a point's scor
 literature's light models placed by their published x4 scores and parameter counts (their
 latency here is unknown: no weights can be downloaded).
 
-Before the sweep, the recipe: ``recipes`` trains today's rdsr-x4 size (c48-b10) at the same
-budget once per recipe variant into ``runs/rdsr-recipe/<variant>``, and ``recipe-table`` writes
-``benchmarks/results/rdsr_recipe.md``, each variant's held-out PSNR-Y through training (the
+Before the sweep, the recipe: ``recipes [VARIANT ...]`` trains today's rdsr-x4 size (c48-b10) at
+the same budget once per named recipe variant (default: every one) into
+``runs/rdsr-recipe/<variant>``, and ``recipe-table`` writes ``benchmarks/results/rdsr_recipe.md``,
+each variant's held-out PSNR-Y through training (the
 training folder's held-out images only: the benchmarks play no part in choosing; a variant's
 rows are kept in ``rdsr_recipe_scores.json`` once its run folder is gone). The sweep's
 points are trained with ``RECIPE``, the variant chosen there.
@@ -122,9 +123,9 @@ def train(points: list[str]) -> None:
         train_run(RUNS / point, overrides(point))
 
 
-def train_recipes() -> None:
-    for variant, sets in RECIPE_VARIANTS.items():
-        train_run(variant_folder(variant), [*BUDGET, *sets])
+def train_recipes(variants: list[str]) -> None:
+    for variant in variants or RECIPE_VARIANTS:
+        train_run(variant_folder(variant), [*BUDGET, *RECIPE_VARIANTS[variant]])
 
 
 def silent_channels(model: RDSR, lrs: list[torch.Tensor]) -> tuple[int, int]:
@@ -310,18 +311,21 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["latency", "train", "table", "recipes",
                                             "recipe-table"])
-    parser.add_argument("points", nargs="*", metavar="POINT",
-                        help=f"train: these of {', '.join(POINTS)}, in this order (default: all)")
+    parser.add_argument("names", nargs="*", metavar="NAME",
+                        help=f"train: these points of {', '.join(POINTS)}; recipes: these "
+                             "variants (quoted) of the recipe table; in this order (default: "
+                             "all)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=11)
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "bench")
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
-    if unknown := set(args.points) - set(POINTS):
-        parser.error(f"unknown point(s): {', '.join(sorted(unknown))}")
+    known = RECIPE_VARIANTS if args.command == "recipes" else POINTS
+    if unknown := set(args.names) - set(known):
+        parser.error(f"unknown name(s): {', '.join(sorted(unknown))}; known: {', '.join(known)}")
     torch.set_num_threads(args.threads)
-    {"latency": latency_table, "train": lambda a: train(a.points), "table": pareto_table,
-     "recipes": lambda _: train_recipes(), "recipe-table": recipe_table}[args.command](args)
+    {"latency": latency_table, "train": lambda a: train(a.names), "table": pareto_table,
+     "recipes": lambda a: train_recipes(a.names), "recipe-table": recipe_table}[args.command](args)
 
 
 if __name__ == "__main__":
