@@ -20,10 +20,10 @@ latency here is unknown: no weights can be downloaded).
 Before the sweep, the recipe: ``recipes [VARIANT ...]`` trains today's rdsr-x4 size (c48-b10) at
 the same budget once per named recipe variant (default: every one) into
 ``runs/rdsr-recipe/<variant>``, and ``recipe-table`` writes ``benchmarks/results/rdsr_recipe.md``,
-each variant's held-out PSNR-Y through training (the
-training folder's held-out images only: the benchmarks play no part in choosing; a variant's
-rows are kept in ``rdsr_recipe_scores.json`` once its run folder is gone). The sweep's
-points are trained with ``RECIPE``, the variant chosen there.
+each variant's held-out PSNR-Y through training (the training folder's held-out images only: the
+benchmarks play no part in choosing; a variant's rows are kept in ``rdsr_recipe_scores.json``
+once its run folder is gone). The sweep's points are trained with ``RECIPE``, the variant chosen
+there.
 
     OMP_NUM_THREADS=2 nohup .venv/bin/python benchmarks/rdsr_sweep.py recipes > runs/recipes.log &
     .venv/bin/python benchmarks/rdsr_sweep.py recipe-table
