@@ -152,6 +152,9 @@ def test_eval_report(tmp_path, capsys):
     (tiny,) = results["sets"]
     assert tiny["name"] == "Tiny" and tiny["images"] == 2
     assert tiny["psnr"] == pytest.approx(_psnr_bicubic(root, "Tiny"), abs=1e-9)
+    assert sorted(tiny["per_image"]) == ["im0", "im1"]
+    assert np.mean([p for p, _ in tiny["per_image"].values()]) == pytest.approx(tiny["psnr"])
+    assert np.mean([s for _, s in tiny["per_image"].values()]) == pytest.approx(tiny["ssim"])
     assert "Tiny_bicubic-model-gt.png" in (report / "report.md").read_text()
 
 
