@@ -9,10 +9,19 @@ STEPS sampling steps instead of its default.
 ``--as-is`` adds rows with no ground truth: the held-out photo itself (BSDS300 and T91 images
 are JPEG-era scans and camera files, with their own blocks and noise) upscaled x4 as it is.
 
-    .venv/bin/python benchmarks/real_compare.py --model rdsr-x4 --model rdsr-x4-real \
+    .venv/bin/python benchmarks/real_compare.py --model rdsr-x4 --model rdsr-x4-real \\
         --model edgesdsr-x4-real --seeds 0,1 --as-is 1
 
-writes ``benchmarks/results/real_compare.png``.
+writes ``benchmarks/results/real_compare.png``. ``--photo FILE`` (repeatable) adds such a row for
+any image file; ``outside_photos_as_is.png`` shows the two JPEG files among the sample photos of
+``outside_photos.py``, an old portrait and a web image:
+
+    MPL=$(.venv/bin/python -c "import matplotlib; print(matplotlib.get_data_path())")
+    SKI=$(.venv/bin/python -c "import skimage, os; print(os.path.dirname(skimage.__file__))")
+    .venv/bin/python benchmarks/real_compare.py --model rdsr-x4 --model rdsr-x4-real \\
+        --model edgesdsr-x4-real --degradations "" --as-is "" --crop 128 \\
+        --photo $MPL/sample_data/grace_hopper.jpg --photo $SKI/data/rocket.jpg \\
+        --out benchmarks/results/outside_photos_as_is.png
 """
 
 from __future__ import annotations
@@ -47,19 +56,22 @@ def main() -> None:
     parser.add_argument("--crop", type=int, default=96, help="HR crop side")
     parser.add_argument("--seeds", default="0", help="seeds for seeded (diffusion) models")
     parser.add_argument("--as-is", default="", help="held-out images upscaled as they are")
+    parser.add_argument("--photo", action="append", default=[], type=Path,
+                        help="an image file upscaled as it is (repeatable)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/real_compare.png")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     columns = outputs(["bicubic-x4", *args.model], [int(s) for s in args.seeds.split(",")])
     held_out = split_holdout(list_images(ROOT / "../shared/data/train"), TrainConfig.holdout)[1]
-    rows = [(int(i), d) for i in args.images.split(",") for d in args.degradations.split(",")]
-    rows += [(int(i), None) for i in args.as_is.split(",") if i]
-    cols = len(columns) + 2
+    rows = [(held_out[int(i)], int(i), d) for i in args.images.split(",")
+            for d in args.degradations.split(",") if d]
+    rows += [(held_out[int(i)], int(i), None) for i in args.as_is.split(",") if i]
+    rows += [(path, 0, None) for path in args.photo]
+    cols = len(columns) + 1 + any(d is not None for _, _, d in rows)  # input, ..., original
     fig, axes = plt.subplots(len(rows), cols, figsize=(2.1 * cols, 2.3 * len(rows)),
                              squeeze=False)
-    for r, (index, degradation) in enumerate(rows):
-        path = held_out[index]
+    for r, (path, index, degradation) in enumerate(rows):
         shown = row(path, index, degradation, columns, args.crop)
         for c, (crop, title) in enumerate(shown):
             axes[r, c].imshow(crop.permute(1, 2, 0).numpy(), interpolation="nearest")
