@@ -21,19 +21,35 @@ from .test_edgesdsr import CPU, _ckpt, _tiny_config
 
 def test_one_backward_gives_each_player_its_own_gradient() -> None:
     torch.manual_seed(0)
-    adversarial = Adversarial(AdversarialConfig(weight=0.5, channels=4, downsamples=2)).eval()
+    cfg = AdversarialConfig(weight=0.5, feature_weight=2.0, channels=4, downsamples=2)
+    adversarial = Adversarial(cfg).eval()
     d = adversarial.discriminator  # eval: spectral norm's power iteration holds still
     sr = torch.rand(2, 3, 16, 16, requires_grad=True)
     hr = torch.rand(2, 3, 16, 16)
-    g_loss, d_loss = adversarial.losses(sr, hr)
-    (0.5 * g_loss + d_loss).backward()
-    own_g = torch.autograd.grad(0.5 * F.softplus(-d(sr)).mean(), sr)[0]
+    adversarial.total(adversarial.losses(sr, hr)).backward()
+    hidden_hr, _ = d(hr, features=True)
+    hidden_sr, logits_sr = d(sr, features=True)
+    fm = torch.stack([F.l1_loss(a, b.detach()) for a, b in zip(hidden_sr, hidden_hr,
+                                                               strict=True)]).mean()
+    own_g = torch.autograd.grad(0.5 * F.softplus(-logits_sr).mean() + 2.0 * fm, sr)[0]
     own_d = torch.autograd.grad(F.softplus(-d(hr)).mean() + F.softplus(d(sr.detach())).mean(),
                                 list(d.parameters()))
     assert torch.allclose(sr.grad, own_g, atol=1e-7)
     assert all(torch.allclose(p.grad, g, atol=1e-7)
                for p, g in zip(d.parameters(), own_d, strict=True))
     assert d(hr).shape == (2, 1, 4, 4)
+    assert [h.shape[1:] for h in hidden_hr] == [(4, 16, 16), (8, 8, 8), (16, 4, 4)]
+
+
+def test_feature_matching_is_zero_on_the_original_and_off_by_default() -> None:
+    torch.manual_seed(0)
+    hr = torch.rand(2, 3, 16, 16)
+    on = Adversarial(AdversarialConfig(weight=0.5, feature_weight=1.0, channels=4,
+                                       downsamples=2))
+    assert on.losses(hr, hr).features == 0
+    assert on.losses(torch.rand(2, 3, 16, 16), hr).features > 0
+    off = Adversarial(AdversarialConfig(weight=0.5, channels=4, downsamples=2))
+    assert off.losses(torch.rand(2, 3, 16, 16), hr).features == 0
 
 
 def test_bad_adversarial_config_is_an_error() -> None:
@@ -41,10 +57,11 @@ def test_bad_adversarial_config_is_an_error() -> None:
         AdversarialConfig(weight=-1.0)
 
 
-def _fine_tune_config(tmp_path, train_folder, start, weight: float = 0.1):
+def _fine_tune_config(tmp_path, train_folder, start):
     config = _tiny_config(tmp_path / "gan.toml", train_folder,
                           f'decoder_from = "{start}"\ndecoder_trains_unet = true\n'
-                          f"[adversarial]\nweight = {weight}\nchannels = 4\ndownsamples = 2\n")
+                          "[adversarial]\nweight = 0.1\nfeature_weight = 1.0\nchannels = 4\n"
+                          "downsamples = 2\n")
     text = config.read_text()
     for stage in ("teacher_x2", "student_x4"):
         text = text.replace(f"[{stage}]\niterations = 3", f"[{stage}]\niterations = 0")
@@ -66,7 +83,7 @@ def test_decoder_stage_fine_tunes_a_model_file_adversarially(tmp_path, train_fol
     assert all(torch.equal(v, first[k]) for k, v in stage.model.state_dict().items())
     # both players trained, the discriminator in its own group; it is not in the model file
     log = [json.loads(line) for line in (whole / "decoder" / "log.jsonl").read_text().splitlines()]
-    assert any("g_adv" in r and "d_adv" in r for r in log)
+    assert any("g_adv" in r and "d_adv" in r and r["fm_adv"] > 0 for r in log)
     assert len(_ckpt(whole, "decoder")["optimizer"]["param_groups"]) == 2
     tuned = load_model(path, deploy=False).state_dict()
     assert tuned.keys() == first.keys()

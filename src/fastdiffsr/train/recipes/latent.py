@@ -34,8 +34,8 @@ stage modules get their parts passed in (composition).
   latents with the image loss (Sec. 3.3). ``decoder_trains_unet = true`` (not the paper's)
   trains the UNet too, end to end through the one-step sample, and the LR encoder when it
   trains in the UNet stages (``lr_encoder_schedule``). With ``decoder_from`` it starts from
-  that model file instead (fine-tuning a shipped model), and with ``adversarial.weight > 0``
-  it adds a discriminator's term (``train/adversarial.py``).
+  that model file instead (fine-tuning a shipped model), and with ``adversarial.weight`` or
+  ``feature_weight`` above 0 it adds a discriminator's term (``train/adversarial.py``).
 * ``direct_x4`` (ablation): initialised from the teacher like the student, trained on ground
   truth at x4; the pair (student, direct) differs only in the target.
 
@@ -246,15 +246,16 @@ class DistillStage(UNetTraining):
 
 class DecoderStage(nn.Module):
     """``decoder``: Dec(one-step latent of the UNet) -> HR, image loss (plus ``adversarial``'s
-    term when its weight is above 0, the discriminator in its own optimizer group); the decoder
-    (``post_quant_conv`` and ``decoder``) trains, the UNet with ``train_unet`` and the LR
-    encoder with ``train_lr_encoder`` (end to end)."""
+    terms when a weight of theirs is above 0, the discriminator in its own optimizer group);
+    the decoder (``post_quant_conv`` and ``decoder``) trains, the UNet with ``train_unet`` and
+    the LR encoder with ``train_lr_encoder`` (end to end)."""
 
     def __init__(self, model: YONOS, gradient_weight: float, train_unet: bool = False,
                  train_lr_encoder: bool = False,
                  adversarial: AdversarialConfig | None = None):
         super().__init__()
-        use = adversarial is not None and adversarial.weight > 0
+        use = adversarial is not None and (adversarial.weight > 0
+                                           or adversarial.feature_weight > 0)
         self.adversarial = Adversarial(adversarial) if use else None
         self.model, self.gradient_weight = model, gradient_weight
         self.model.requires_grad_(False)
@@ -279,9 +280,10 @@ class DecoderStage(nn.Module):
         loss = image_loss(sr, hr, self.gradient_weight)
         if self.adversarial is None:
             return loss, {}
-        g_loss, d_loss = self.adversarial.losses(sr, hr)
-        weight = self.adversarial.cfg.weight
-        return loss + weight * g_loss + d_loss, {"image": loss, "g_adv": g_loss, "d_adv": d_loss}
+        adv = self.adversarial.losses(sr, hr)
+        return loss + self.adversarial.total(adv), {
+            "image": loss, "g_adv": adv.generator, "fm_adv": adv.features,
+            "d_adv": adv.discriminator}
 
     def param_groups(self) -> list[ParamGroup]:
         """The model's trainable parts at the stage's lr; the discriminator at its own."""
