@@ -26,9 +26,9 @@ from pathlib import Path
 
 import matplotlib
 import torch
-from PIL import Image
 
 from fastdiffsr.evaluation import evaluate_set
+from fastdiffsr.imageio import read_image, write_image
 from fastdiffsr.zoo import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,11 +51,10 @@ def photo_files() -> list[Path]:
 
 
 def photo_set(into: Path) -> Path:
-    """``into/Photos/HR/<name>.png``, each photo as 8-bit RGB, laid out as a benchmark set."""
-    folder = into / "Photos" / "HR"
-    folder.mkdir(parents=True)
+    """``into/Photos/HR/<name>.png``, each photo decoded once, laid out as a benchmark set (a
+    gray photo is scored as RGB, as ``load_pair`` reads it)."""
     for f in photo_files():
-        Image.open(f).convert("RGB").save(folder / f"{f.stem}.png")
+        write_image(into / "Photos" / "HR" / f"{f.stem}.png", read_image(f))
     return into
 
 

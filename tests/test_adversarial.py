@@ -4,12 +4,15 @@ with it (``decoder_from``)."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from fastdiffsr.config import ConfigError
+from fastdiffsr.methods.edgesdsr.model import EdgeSDSR
+from fastdiffsr.nn.autoencoder import DecoderConfig
 from fastdiffsr.train.adversarial import Adversarial, AdversarialConfig
 from fastdiffsr.train.checkpoints import load_stages
 from fastdiffsr.train.recipes import latent
@@ -17,6 +20,7 @@ from fastdiffsr.train.run import load_recipe, run
 from fastdiffsr.zoo import load_model
 
 from .test_edgesdsr import CPU, _ckpt, _tiny_config
+from .test_fast_latent import FAST, TINY_AE
 
 
 def test_one_backward_gives_each_player_its_own_gradient() -> None:
@@ -50,6 +54,23 @@ def test_feature_matching_is_zero_on_the_original_and_off_by_default() -> None:
     assert on.losses(torch.rand(2, 3, 16, 16), hr).features > 0
     off = Adversarial(AdversarialConfig(weight=0.5, channels=4, downsamples=2))
     assert off.losses(torch.rand(2, 3, 16, 16), hr).features == 0
+
+
+def test_frozen_upsampling_keeps_the_light_decoders_subpixel_convs() -> None:
+    def trainable(frozen: bool, cfg=FAST) -> dict[str, bool]:
+        adversarial = AdversarialConfig(weight=0.1, channels=4, downsamples=2,
+                                        frozen_upsampling=frozen)
+        stage = latent.DecoderStage(EdgeSDSR(cfg), 0.5, True, False, adversarial)
+        return {k: p.requires_grad
+                for k, p in stage.model.autoencoder.decoder.named_parameters()}
+
+    frozen, free = trainable(True), trainable(False)
+    assert all(free.values())
+    assert {k for k, on in frozen.items() if not on} == {k for k in frozen if k.startswith("up.")}
+    assert any(k.startswith("up.") for k in frozen)
+    standard = replace(FAST, autoencoder=replace(TINY_AE, decoder=DecoderConfig()))
+    with pytest.raises(ConfigError, match="light decoder"):
+        trainable(True, standard)
 
 
 def test_bad_adversarial_config_is_an_error() -> None:

@@ -39,6 +39,10 @@ class AdversarialConfig:
     lr: float = 1e-4  # the discriminator's peak lr (the stage's warm-up and cosine decay)
     channels: int = 32  # of the first conv, doubled at each stride-2 conv
     downsamples: int = 3  # stride-2 convs (3: each logit sees a 40 px square)
+    # the light decoder's sub-pixel convs (before each pixel shuffle: the only layers that give
+    # a pixel's phase within a latent cell its own weights) keep the weights they start with,
+    # so the fine-tune cannot learn a fixed pattern repeating with every latent cell
+    frozen_upsampling: bool = False
 
     def __post_init__(self) -> None:
         if not (self.weight >= 0 and self.feature_weight >= 0 and self.lr > 0

@@ -66,6 +66,7 @@ from ...methods.yonos.model import (
     lr_grid_encoder,
 )
 from ...nn.autoencoder import KLAutoencoder
+from ...nn.light import LightDecoder
 from ...tiling import pad_to_requirements
 from ...upscaler import upscale_tensor
 from ...zoo import load_model
@@ -247,8 +248,9 @@ class DistillStage(UNetTraining):
 class DecoderStage(nn.Module):
     """``decoder``: Dec(one-step latent of the UNet) -> HR, image loss (plus ``adversarial``'s
     terms when a weight of theirs is above 0, the discriminator in its own optimizer group);
-    the decoder (``post_quant_conv`` and ``decoder``) trains, the UNet with ``train_unet`` and
-    the LR encoder with ``train_lr_encoder`` (end to end)."""
+    the decoder (``post_quant_conv`` and ``decoder``, less the light decoder's sub-pixel convs
+    with ``adversarial.frozen_upsampling``) trains, the UNet with ``train_unet`` and the LR
+    encoder with ``train_lr_encoder`` (end to end)."""
 
     def __init__(self, model: YONOS, gradient_weight: float, train_unet: bool = False,
                  train_lr_encoder: bool = False,
@@ -264,6 +266,12 @@ class DecoderStage(nn.Module):
         self.model.unet.requires_grad_(train_unet)
         for module in model_lr_encoder(model):
             module.requires_grad_(train_lr_encoder)
+        if use and adversarial.frozen_upsampling:
+            decoder = model.autoencoder.decoder
+            if not isinstance(decoder, LightDecoder):
+                raise ConfigError("adversarial.frozen_upsampling needs the light decoder "
+                                 '([model.autoencoder.decoder] kind = "light")')
+            decoder.up.requires_grad_(False)
         self.train_unet, self.train_lr_encoder = train_unet, train_lr_encoder
 
     def validation_sr(self, lr: Tensor, hr: Tensor) -> Tensor:
