@@ -304,8 +304,8 @@ def plot(rows: list[dict], path: Path, threads: int) -> None:
                 if x:
                     ax.plot(x, y, marker, color=colours[k % len(colours)], clip_on=False)
                     ax.annotate(label, (x, y), fontsize=7)
-        for name, (s5, b100, params, data) in LITERATURE.items():
-            y = s5 if s == "Set5" else b100
+        for name, (*scores, params, data) in LITERATURE.items():
+            y = scores[i]
             by_params.plot(params, y, "^", color="gray", fillstyle="full" if data == "291"
                            else "none")
             by_params.annotate(f"{name} ({data})", (params, y), fontsize=7, color="gray")

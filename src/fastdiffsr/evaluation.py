@@ -47,7 +47,7 @@ def evaluate_set(
     (seeded by the image's index in the set) instead of read, and written under ``lr_out``
     (``<lr_out>/<set>/LRx<s>-<degradation>/<file>.png``) when given, for others to reproduce."""
     device = model_device(model)
-    psnrs, ssims, secs, stems, strip = [], [], [], [], None
+    psnrs, ssims, secs, per_image, strip = [], [], [], {}, None
     for index, (hr_path, lr_path) in enumerate(benchmark_pairs(root, name, model.scale)):
         lr, hr = (load_pair(hr_path, None, model.scale, degradation, index) if degradation
                   else load_pair(hr_path, lr_path, model.scale))
@@ -60,12 +60,11 @@ def evaluate_set(
         secs.append(time.perf_counter() - t0)
         psnrs.append(psnr_y(sr, hr, model.scale).item())
         ssims.append(ssim_y(sr, hr, model.scale).item())
-        stems.append(hr_path.stem)
+        per_image[hr_path.stem] = (psnrs[-1], ssims[-1])
         if strip is None:
             strip = comparison_strip(lr, sr, hr, model.scale)
     result = SetResult(name, len(psnrs), float(np.mean(psnrs)), float(np.mean(ssims)),
-                       float(np.mean(secs)), dict(zip(stems, zip(psnrs, ssims, strict=True),
-                                                      strict=True)))
+                       float(np.mean(secs)), per_image)
     return result, strip
 
 

@@ -44,6 +44,10 @@ class AdversarialConfig:
     # so the fine-tune cannot learn a fixed pattern repeating with every latent cell
     frozen_upsampling: bool = False
 
+    @property
+    def on(self) -> bool:
+        return self.weight > 0 or self.feature_weight > 0
+
     def __post_init__(self) -> None:
         if not (self.weight >= 0 and self.feature_weight >= 0 and self.lr > 0
                 and self.channels >= 1 and self.downsamples >= 1):

@@ -256,9 +256,7 @@ class DecoderStage(nn.Module):
                  train_lr_encoder: bool = False,
                  adversarial: AdversarialConfig | None = None):
         super().__init__()
-        use = adversarial is not None and (adversarial.weight > 0
-                                           or adversarial.feature_weight > 0)
-        self.adversarial = Adversarial(adversarial) if use else None
+        self.adversarial = Adversarial(adversarial) if adversarial and adversarial.on else None
         self.model, self.gradient_weight = model, gradient_weight
         self.model.requires_grad_(False)
         self.model.autoencoder.decoder.requires_grad_(True)
@@ -266,7 +264,7 @@ class DecoderStage(nn.Module):
         self.model.unet.requires_grad_(train_unet)
         for module in model_lr_encoder(model):
             module.requires_grad_(train_lr_encoder)
-        if use and adversarial.frozen_upsampling:
+        if self.adversarial is not None and adversarial.frozen_upsampling:
             decoder = model.autoencoder.decoder
             if not isinstance(decoder, LightDecoder):
                 raise ConfigError("adversarial.frozen_upsampling needs the light decoder "
