@@ -91,11 +91,13 @@ def main() -> None:
     if not args.model:
         parser.error("give at least one --model")
     torch.set_num_threads(args.threads)
-    names, scores = ["bicubic-x4", *args.model], {}
+    specs, names, scores = ["bicubic-x4", *args.model], [], {}
     with tempfile.TemporaryDirectory() as tmp:
         root = photo_set(Path(tmp))
-        for name in names:
-            model = load_model(name)
+        for spec in specs:
+            model = load_model(spec)
+            name = Path(spec).stem  # a model file by its name, not its path
+            names.append(name)
             for d in INPUTS:
                 scores[name, d], _ = evaluate_set(model, root, "Photos",
                                                   degradation=None if d == "clean" else d)
