@@ -87,6 +87,25 @@ def test_resize_modes_reach_the_size():
         assert resize(pattern(), (31, 17), mode).shape == (1, 3, 31, 17)
 
 
+def test_bilinear_is_torchs_and_no_resize_depends_on_the_thread_count():
+    x = torch.rand(1, 3, 300, 290, generator=torch.Generator().manual_seed(0))
+    sizes = ((117, 131), (360, 350), (300, 97))
+    for size in sizes:
+        torchs = torch.nn.functional.interpolate(x, size=size, mode="bilinear",
+                                                 align_corners=False)
+        # within 0.03 of an 8-bit level: torch computes the source coordinate in float32
+        assert torch.allclose(resize(x, size, "bilinear"), torchs, atol=1e-4)
+    threads, outs = torch.get_num_threads(), []
+    try:
+        for n in (1, 2):  # torch's own bilinear differs between these two
+            torch.set_num_threads(n)
+            outs.append([resize(x, size, mode) for size in sizes
+                         for mode in ("area", "bilinear", "bicubic")])
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(a, b) for a, b in zip(*outs, strict=True))
+
+
 def test_gaussian_noise_has_its_sigma_and_gray_noise_is_shared():
     rng = np.random.default_rng(0)
     x = torch.full((1, 3, 128, 128), 0.5)

@@ -259,11 +259,31 @@ def blur(x: Tensor, kernel: np.ndarray) -> Tensor:
 
 
 def resize(x: Tensor, size: tuple[int, int], mode: str) -> Tensor:
-    """x [1, C, H, W] to ``size`` by ``mode`` (area, bilinear or bicubic, torch's)."""
+    """x [1, C, H, W] to ``size`` by ``mode``: area and bicubic are torch's; bilinear is
+    ``_linear`` along each axis, since torch's CPU bilinear rounds some pixels differently with
+    the thread count (by up to 2e-7, and a rounding to 8 bits or Poisson noise's count of
+    levels can carry that to whole levels), and the LR must be a function of (image, seed)."""
     if tuple(x.shape[-2:]) == size:
         return x
+    if mode == "bilinear":
+        return _linear(_linear(x, size[0], -2), size[1], -1)
     extra = {} if mode == "area" else {"align_corners": False}
     return F.interpolate(x, size=size, mode=mode, **extra)
+
+
+def _linear(x: Tensor, n_out: int, dim: int) -> Tensor:
+    """x resampled to ``n_out`` samples along ``dim`` by linear interpolation between pixel
+    centres (torch's bilinear with align_corners=False, one axis), in element-wise ops: each
+    output element is computed alone, whatever the thread count."""
+    n_in = x.shape[dim]
+    src = ((torch.arange(n_out, dtype=torch.float64) + 0.5) * (n_in / n_out) - 0.5).clamp(min=0)
+    i0 = src.floor().long().clamp(max=n_in - 1)
+    i1 = (i0 + 1).clamp(max=n_in - 1)
+    shape = [1] * x.ndim
+    shape[dim] = n_out
+    weight = (src - i0).to(x.dtype).view(shape)  # of i1; 0 past the last centre
+    a, b = x.index_select(dim, i0), x.index_select(dim, i1)
+    return a + (b - a) * weight
 
 
 def gaussian_noise(x: Tensor, sigma: float, gray: bool, rng: np.random.Generator) -> Tensor:
