@@ -97,7 +97,7 @@ def test_bilinear_is_torchs_and_no_resize_depends_on_the_thread_count():
         assert torch.allclose(resize(x, size, "bilinear"), torchs, atol=1e-4)
     threads, outs = torch.get_num_threads(), []
     try:
-        for n in (1, 2):  # torch's own bilinear differs between these two
+        for n in (1, 2):  # torch's own bilinear differed between these two (AMD EPYC, AVX2)
             torch.set_num_threads(n)
             outs.append([resize(x, size, mode) for size in sizes
                          for mode in ("area", "bilinear", "bicubic")])

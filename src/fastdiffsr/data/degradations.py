@@ -281,7 +281,7 @@ def _linear(x: Tensor, n_out: int, dim: int) -> Tensor:
     i1 = (i0 + 1).clamp(max=n_in - 1)
     shape = [1] * x.ndim
     shape[dim] = n_out
-    weight = (src - i0).to(x.dtype).view(shape)  # of i1; 0 past the last centre
+    weight = (src - i0).to(x.dtype).view(shape)  # of i1 (past the last centre i1 = i0)
     a, b = x.index_select(dim, i0), x.index_select(dim, i1)
     return a + (b - a) * weight
 
