@@ -91,13 +91,12 @@ def main() -> None:
     if not args.model:
         parser.error("give at least one --model")
     torch.set_num_threads(args.threads)
-    specs, names, scores = ["bicubic-x4", *args.model], [], {}
+    specs, scores = ["bicubic-x4", *args.model], {}
+    names = [Path(spec).stem for spec in specs]  # a model file by its name, not its path
     with tempfile.TemporaryDirectory() as tmp:
         root = photo_set(Path(tmp))
-        for spec in specs:
+        for spec, name in zip(specs, names, strict=True):
             model = load_model(spec)
-            name = Path(spec).stem  # a model file by its name, not its path
-            names.append(name)
             for d in INPUTS:
                 scores[name, d], _ = evaluate_set(model, root, "Photos",
                                                   degradation=None if d == "clean" else d)

@@ -276,6 +276,8 @@ def _linear(x: Tensor, n_out: int, dim: int) -> Tensor:
     centres (torch's bilinear with align_corners=False, one axis), in element-wise ops: each
     output element is computed alone, whatever the thread count."""
     n_in = x.shape[dim]
+    if n_in == n_out:  # resize() changes the other axis only
+        return x
     src = ((torch.arange(n_out, dtype=torch.float64) + 0.5) * (n_in / n_out) - 0.5).clamp(min=0)
     i0 = src.floor().long().clamp(max=n_in - 1)
     i1 = (i0 + 1).clamp(max=n_in - 1)
